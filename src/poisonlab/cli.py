@@ -1,0 +1,138 @@
+"""Command line: parse arguments -> load config -> call an experiment. Errors become one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from poisonlab.errors import Interrupted, PoisonlabError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", help="experiment config file (see recipes/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=0.05 (repeatable)")  # fmt: skip
+    p.add_argument("--dataset", help="shortcut for --set data.name=...")
+    p.add_argument("--data-root", help="shortcut for --set data.root=... (on-disk datasets)")
+    p.add_argument("--model", help="shortcut for --set model.name=...")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=...")
+    p.add_argument("--seed", type=int, help="shortcut for --set seed=...")
+    p.add_argument("--threads", type=int, help="shortcut for --set runtime.threads=...")
+    p.add_argument("--device", help="shortcut for --set runtime.device=... (auto, cpu, cuda)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poisonlab",
+        description="Red-team ML training pipelines: poisoning, backdoors, privacy leakage and defenses.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("datasets", help="list datasets: which are available and where to put the others")
+
+    tr = sub.add_parser("train", help="train a model with a recipe, evaluate it and write a report",
+                        description="Train (resuming from WORKDIR if a previous run was interrupted), "
+                        "evaluate on the test split, save the model and write WORKDIR/report/index.html.")  # fmt: skip
+    _add_config_args(tr)
+    tr.add_argument("--workdir", required=True, help="folder for checkpoints, the model, results and the report")
+    tr.add_argument("--force-new", action="store_true", help="discard checkpoints of an earlier run in WORKDIR")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
+    ev.add_argument("workdir", help="a folder written by 'poisonlab train'")
+    ev.add_argument("--split", choices=["test", "train"], default="test")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.overrides)
+    for flag, key in (("dataset", "data.name"), ("data_root", "data.root"), ("model", "model.name"),
+                      ("epochs", "train.epochs"), ("seed", "seed"), ("threads", "runtime.threads"),
+                      ("device", "runtime.device")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def _print_table(rows: Sequence[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        shown = f"{v:.4f}" if isinstance(v, float) else str(v)
+        print(f"  {k:<{width}}  {shown}")
+
+
+def _cmd_datasets(_: argparse.Namespace) -> int:
+    from poisonlab.data.registry import DATASETS, dataset_names, default_root
+
+    for name in dataset_names():
+        spec = DATASETS[name]
+        where = "embedded" if spec.embedded else f"put {spec.files} in {default_root(name)}/"
+        print(f"{name:<14} {spec.description}\n{'':<14} {where}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from poisonlab.config import load_config
+    from poisonlab.experiments.job import apply_runtime, stop_on_signals
+    from poisonlab.experiments.train import train_experiment
+
+    config = load_config(args.config, _overrides(args))
+    apply_runtime(config.runtime)
+    t0 = time.perf_counter()
+    with stop_on_signals() as should_stop:
+        row = train_experiment(config, args.workdir, progress=not args.quiet, force_new=args.force_new,
+                               should_stop=should_stop)  # fmt: skip
+    wall = time.perf_counter() - t0
+    m = row["metrics"]
+    print(f"poisonlab train: {config.model.name} on {config.data.name}, seed {config.seed}, "
+          f"config {row['config_hash']}")  # fmt: skip
+    _print_table([
+        ("test accuracy", m["test_accuracy"]),
+        ("test loss", m["test_loss"]),
+        ("train accuracy", m["train_accuracy"]),
+        ("epochs", config.train.epochs),
+        ("training time (s)", f"{row['train_seconds']:.1f}"),
+        ("wall time (s)", f"{wall:.1f}"),
+        ("device / threads", f"{row['environment']['device']} / {row['environment']['threads']}"),
+    ])  # fmt: skip
+    print(f"report: {row['report']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from poisonlab.experiments.train import evaluate_workdir
+
+    if not Path(args.workdir).is_dir():
+        raise PoisonlabError(f"{args.workdir}: no such workdir")
+    res = evaluate_workdir(args.workdir, args.split)
+    print(f"poisonlab evaluate: {args.workdir} on {res['dataset']} ({res['split']})")
+    _print_table([("accuracy", res["accuracy"]), ("loss", res["loss"]), ("samples", int(res["n"]))])
+    return 0
+
+
+COMMANDS = {"datasets": _cmd_datasets, "train": _cmd_train, "evaluate": _cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted after checkpointing)."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Interrupted as err:
+        print(f"poisonlab: interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PoisonlabError as err:
+        print(f"poisonlab: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
