@@ -36,6 +36,13 @@ def tiny_recipe() -> TrainConfig:
 def tiny_config() -> ExperimentConfig:
     """An end-to-end config on digits with an MLP: trains in about a second."""
     return load_config(
-        overrides=["data.name=digits", "model.name=mlp", "model.width=32", "train.epochs=3", "train.lr=0.05",
-                   "train.batch_size=64", "runtime.device=cpu"]  # fmt: skip
+        overrides=[
+            "data.name=digits",
+            "model.name=mlp",
+            "model.width=32",
+            "train.epochs=3",
+            "train.lr=0.05",
+            "train.batch_size=64",
+            "runtime.device=cpu",
+        ]
     )

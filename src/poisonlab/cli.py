@@ -17,8 +17,14 @@ EXIT_INTERRUPTED = 130
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="YAML", help="experiment config file (see recipes/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set train.lr=0.05 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.lr=0.05 (repeatable)",
+    )
     p.add_argument("--dataset", help="shortcut for --set data.name=...")
     p.add_argument("--data-root", help="shortcut for --set data.root=... (on-disk datasets)")
     p.add_argument("--model", help="shortcut for --set model.name=...")
@@ -37,9 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list datasets: which are available and where to put the others")
 
-    tr = sub.add_parser("train", help="train a model with a recipe, evaluate it and write a report",
-                        description="Train (resuming from WORKDIR if a previous run was interrupted), "
-                        "evaluate on the test split, save the model and write WORKDIR/report/index.html.")  # fmt: skip
+    tr = sub.add_parser(
+        "train",
+        help="train a model with a recipe, evaluate it and write a report",
+        description="Train (resuming from WORKDIR if a previous run was interrupted), "
+        "evaluate on the test split, save the model and write WORKDIR/report/index.html.",
+    )
     _add_config_args(tr)
     tr.add_argument("--workdir", required=True, help="folder for checkpoints, the model, results and the report")
     tr.add_argument("--force-new", action="store_true", help="discard checkpoints of an earlier run in WORKDIR")
@@ -53,9 +62,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     out = list(args.overrides)
-    for flag, key in (("dataset", "data.name"), ("data_root", "data.root"), ("model", "model.name"),
-                      ("epochs", "train.epochs"), ("seed", "seed"), ("threads", "runtime.threads"),
-                      ("device", "runtime.device")):  # fmt: skip
+    for flag, key in (
+        ("dataset", "data.name"),
+        ("data_root", "data.root"),
+        ("model", "model.name"),
+        ("epochs", "train.epochs"),
+        ("seed", "seed"),
+        ("threads", "runtime.threads"),
+        ("device", "runtime.device"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             out.append(f"{key}={value}")
@@ -88,21 +103,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     apply_runtime(config.runtime)
     t0 = time.perf_counter()
     with stop_on_signals() as should_stop:
-        row = train_experiment(config, args.workdir, progress=not args.quiet, force_new=args.force_new,
-                               should_stop=should_stop)  # fmt: skip
+        row = train_experiment(
+            config, args.workdir, progress=not args.quiet, force_new=args.force_new, should_stop=should_stop
+        )
     wall = time.perf_counter() - t0
     m = row["metrics"]
-    print(f"poisonlab train: {config.model.name} on {config.data.name}, seed {config.seed}, "
-          f"config {row['config_hash']}")  # fmt: skip
-    _print_table([
-        ("test accuracy", m["test_accuracy"]),
-        ("test loss", m["test_loss"]),
-        ("train accuracy", m["train_accuracy"]),
-        ("epochs", config.train.epochs),
-        ("training time (s)", f"{row['train_seconds']:.1f}"),
-        ("wall time (s)", f"{wall:.1f}"),
-        ("device / threads", f"{row['environment']['device']} / {row['environment']['threads']}"),
-    ])  # fmt: skip
+    print(
+        f"poisonlab train: {config.model.name} on {config.data.name}, seed {config.seed}, config {row['config_hash']}"
+    )
+    _print_table(
+        [
+            ("test accuracy", m["test_accuracy"]),
+            ("test loss", m["test_loss"]),
+            ("train accuracy", m["train_accuracy"]),
+            ("epochs", config.train.epochs),
+            ("training time (s)", f"{row['train_seconds']:.1f}"),
+            ("wall time (s)", f"{wall:.1f}"),
+            ("device / threads", f"{row['environment']['device']} / {row['environment']['threads']}"),
+        ]
+    )
     print(f"report: {row['report']}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from poisonlab.config import ExperimentConfig, apply_overrides, load_config
 from poisonlab.errors import ConfigError
@@ -50,7 +51,7 @@ def test_ratios_and_types_parse() -> None:
 
 def test_config_is_frozen_and_hash_tracks_results_not_runtime() -> None:
     a = ExperimentConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         a.seed = 3  # type: ignore[misc]
     assert a.config_hash() == ExperimentConfig().config_hash()
     assert load_config(overrides=["seed=1"]).config_hash() != a.config_hash()

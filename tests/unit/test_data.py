@@ -57,9 +57,14 @@ def test_poisoned_view_never_mutates_base_and_reports_changes(digits_small) -> N
     delta = (x + delta).clamp(0, 1) - x
     extra = torch.rand(3, *digits_small.shape)
     view = PoisonedDataset(
-        digits_small, delta_ids=ids, deltas=delta, label_ids=digits_small.ids[[9]], labels=torch.tensor([4]),
-        extra_images=extra, extra_labels=torch.tensor([1, 2, 3]),
-    )  # fmt: skip
+        digits_small,
+        delta_ids=ids,
+        deltas=delta,
+        label_ids=digits_small.ids[[9]],
+        labels=torch.tensor([4]),
+        extra_images=extra,
+        extra_labels=torch.tensor([1, 2, 3]),
+    )
     out = view.materialize()
     assert torch.equal(digits_small.images, base_images) and torch.equal(digits_small.labels, base_labels)
     assert len(out) == len(digits_small) + 3 == len(view)
@@ -80,12 +85,17 @@ def test_poisoned_view_validation(digits_small) -> None:
     with pytest.raises(DataError, match="within"):
         PoisonedDataset(digits_small, delta_ids=ids, deltas=torch.full((2, *digits_small.shape), 2.0))
     with pytest.raises(DataError, match="unique"):
-        PoisonedDataset(digits_small, delta_ids=torch.cat([ids[:1], ids[:1]]),
-                        deltas=torch.zeros(2, *digits_small.shape))  # fmt: skip
+        PoisonedDataset(
+            digits_small, delta_ids=torch.cat([ids[:1], ids[:1]]), deltas=torch.zeros(2, *digits_small.shape)
+        )
     with pytest.raises(DataError, match="unknown sample ids"):
         PoisonedDataset(digits_small, delta_ids=torch.tensor([10**9]), deltas=torch.zeros(1, *digits_small.shape))
     with pytest.raises(DataError, match="labels"):
         PoisonedDataset(digits_small, label_ids=ids, labels=torch.tensor([0, 10]))
     with pytest.raises(DataError, match="reuse"):
-        PoisonedDataset(digits_small, extra_images=torch.zeros(1, *digits_small.shape),
-                        extra_labels=torch.tensor([0]), extra_ids=ids[:1])  # fmt: skip
+        PoisonedDataset(
+            digits_small,
+            extra_images=torch.zeros(1, *digits_small.shape),
+            extra_labels=torch.tensor([0]),
+            extra_ids=ids[:1],
+        )

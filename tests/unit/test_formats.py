@@ -221,9 +221,7 @@ def _expected(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, .
 @pytest.mark.parametrize("num_classes", [10, 100])
 @pytest.mark.parametrize("sub", [False, True])
 def test_cifar_binary_round_trip(tmp_path: Path, num_classes: int, sub: bool) -> None:
-    folder = (
-        tmp_path / ("cifar-10-batches-bin" if num_classes == 10 else "cifar-100-binary") if sub else tmp_path
-    )
+    folder = tmp_path / ("cifar-10-batches-bin" if num_classes == 10 else "cifar-100-binary") if sub else tmp_path
     parts = _write_cifar_bin(folder, num_classes)
     name = f"cifar{num_classes}"
     for splits in (load_cifar(tmp_path, num_classes), load_dataset(name, tmp_path)):
@@ -344,9 +342,7 @@ def test_image_folder_flat_colour_split(tmp_path: Path) -> None:
         np.testing.assert_array_equal(_pixels(splits.train.images), x[train_idx].astype(np.float32) / 255)
         np.testing.assert_array_equal(_pixels(splits.test.images), x[test_idx].astype(np.float32) / 255)
         assert splits.train.labels.tolist() == labels[train_idx].tolist()
-        assert (
-            splits.train.ids.tolist() == train_idx.tolist() and splits.test.ids.tolist() == test_idx.tolist()
-        )
+        assert splits.train.ids.tolist() == train_idx.tolist() and splits.test.ids.tolist() == test_idx.tolist()
     assert load_image_folder(tmp_path, "mine").train.name == "mine"
 
 

@@ -57,8 +57,10 @@ def test_same_seed_bit_identical_different_seed_different(colour_small, augment:
 
 
 def test_adam_and_cosine_recipes_run(digits_small) -> None:
-    for recipe in (TrainConfig(optimizer="adam", lr=1e-3, epochs=2, batch_size=64, schedule="cosine"),
-                   TrainConfig(epochs=2, batch_size=64, schedule="none", nesterov=False, momentum=0.0)):  # fmt: skip
+    for recipe in (
+        TrainConfig(optimizer="adam", lr=1e-3, epochs=2, batch_size=64, schedule="cosine"),
+        TrainConfig(epochs=2, batch_size=64, schedule="none", nesterov=False, momentum=0.0),
+    ):
         _, trainer = _train(digits_small, recipe, 0)
         assert len(trainer.history) == 2
 

@@ -49,9 +49,16 @@ class ResultStore:
             cur = con.execute(
                 "INSERT OR IGNORE INTO trials (kind, config_hash, trial_key, seed, metrics, meta, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, config_hash, trial_key, seed, json.dumps(metrics), json.dumps(meta),
-                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-            )  # fmt: skip
+                (
+                    kind,
+                    config_hash,
+                    trial_key,
+                    seed,
+                    json.dumps(metrics),
+                    json.dumps(meta),
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                ),
+            )
             return cur.rowcount == 1
         finally:
             con.close()
@@ -76,8 +83,18 @@ class ResultStore:
                 args = (kind,)
             out = []
             for r in con.execute(query + " ORDER BY id", args):
-                out.append({"id": r[0], "kind": r[1], "config_hash": r[2], "trial_key": r[3], "seed": r[4],
-                            "metrics": json.loads(r[5]), "meta": json.loads(r[6]), "created": r[7]})  # fmt: skip
+                out.append(
+                    {
+                        "id": r[0],
+                        "kind": r[1],
+                        "config_hash": r[2],
+                        "trial_key": r[3],
+                        "seed": r[4],
+                        "metrics": json.loads(r[5]),
+                        "meta": json.loads(r[6]),
+                        "created": r[7],
+                    }
+                )
             return out
         finally:
             con.close()

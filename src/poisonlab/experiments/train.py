@@ -33,9 +33,16 @@ def build_for(config: ExperimentConfig, splits: Splits, seeds: SeedTree, device:
     """The configured model for a dataset, initialised from ``seeds``' "init" generator."""
     mean, std = splits.train.channel_stats()
     return build_model(
-        config.model.name, splits.train.shape, splits.train.num_classes, seeds.generator("init"),
-        config.model.width, config.model.norm, mean, std, device,
-    )  # fmt: skip
+        config.model.name,
+        splits.train.shape,
+        splits.train.num_classes,
+        seeds.generator("init"),
+        config.model.width,
+        config.model.norm,
+        mean,
+        std,
+        device,
+    )
 
 
 def train_experiment(
@@ -62,12 +69,21 @@ def train_experiment(
         ckpt.clear()
     elif ckpt.list():
         ckpt.load(ckpt.list()[-1])  # refuses a changed config before any work
-    write_bytes_atomic(workdir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())
+    write_bytes_atomic(
+        workdir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
+    )
     trainer = Trainer(
-        model, splits.train, config.train, seeds,
-        checkpointer=ckpt, checkpoint_every=config.runtime.checkpoint_every, should_stop=should_stop,
-        amp=config.runtime.amp, channels_last=config.runtime.channels_last, progress=progress,
-    )  # fmt: skip
+        model,
+        splits.train,
+        config.train,
+        seeds,
+        checkpointer=ckpt,
+        checkpoint_every=config.runtime.checkpoint_every,
+        should_stop=should_stop,
+        amp=config.runtime.amp,
+        channels_last=config.runtime.channels_last,
+        progress=progress,
+    )
     t0 = time.perf_counter()
     history = trainer.fit()
     wall = time.perf_counter() - t0
@@ -78,21 +94,31 @@ def train_experiment(
         "config_hash": chash,
         "config": config.model_dump(mode="json"),
         "seeds": seeds.record(),
-        "metrics": {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                    "train_accuracy": train["accuracy"], "train_loss": train["loss"]},  # fmt: skip
+        "metrics": {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "train_accuracy": train["accuracy"],
+            "train_loss": train["loss"],
+        },
         "history": history,
         "train_seconds": sum(h["seconds"] for h in history),
         "wall_seconds_this_process": wall,
         "environment": environment(device),
     }
     save_artifact(
-        workdir / MODEL_DIR, "model", dict(model.state_dict()),
+        workdir / MODEL_DIR,
+        "model",
+        dict(model.state_dict()),
         {"config": row["config"], "config_hash": chash, "metrics": row["metrics"], "seeds": row["seeds"]},
-    )  # fmt: skip
+    )
     ResultStore(workdir / STORE).add(
-        "train", chash, f"seed={config.seed}", config.seed, row["metrics"],
+        "train",
+        chash,
+        f"seed={config.seed}",
+        config.seed,
+        row["metrics"],
         {k: row[k] for k in ("seeds", "history", "environment", "train_seconds")},
-    )  # fmt: skip
+    )
     from poisonlab.report.train_report import write_train_report
 
     row["report"] = str(write_train_report(workdir / "report", row))
@@ -112,7 +138,9 @@ def load_trained(workdir: str | Path, device: torch.device | None = None) -> tup
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
-        raise CheckpointError(f"{workdir}/{MODEL_DIR}: weights do not fit the model ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{workdir}/{MODEL_DIR}: weights do not fit the model ({str(err).splitlines()[0]})"
+        ) from None
     return model, config
 
 

@@ -22,12 +22,23 @@ def write_train_report(directory: Path, row: dict[str, Any]) -> Path:
         f"poisonlab train: {cfg['model']['name']} on {cfg['data']['name']}",
         [
             ("Result", table(metrics, ["metric", "value"])),
-            ("Training", image(training_curves_png(row["history"]), "training curves")
-             + table(hist, ["epoch", "loss", "train acc", "lr", "seconds"])),  # fmt: skip
-            ("Configuration", f"<p>config hash <code>{row['config_hash']}</code></p><pre>"
-             + html.escape(json.dumps(cfg, indent=2)) + "</pre>"),  # fmt: skip
-            ("Seeds and environment", "<pre>" + html.escape(json.dumps(
-                {"seeds": row["seeds"], "environment": row["environment"]}, indent=2)) + "</pre>"),  # fmt: skip
+            (
+                "Training",
+                image(training_curves_png(row["history"]), "training curves")
+                + table(hist, ["epoch", "loss", "train acc", "lr", "seconds"]),
+            ),
+            (
+                "Configuration",
+                f"<p>config hash <code>{row['config_hash']}</code></p><pre>"
+                + html.escape(json.dumps(cfg, indent=2))
+                + "</pre>",
+            ),
+            (
+                "Seeds and environment",
+                "<pre>"
+                + html.escape(json.dumps({"seeds": row["seeds"], "environment": row["environment"]}, indent=2))
+                + "</pre>",
+            ),
         ],
     )
     directory = Path(directory)

@@ -164,8 +164,13 @@ class Trainer:
         with torch.no_grad():
             n = batch.x.shape[0]
             hard = batch.y if batch.y.dim() == 1 else batch.y.argmax(1)
-            self._acc += torch.stack([loss.double() * n, (logits.argmax(1) == hard).sum().double(),
-                                      torch.tensor(float(n), dtype=torch.float64, device=self.device)])  # fmt: skip
+            self._acc += torch.stack(
+                [
+                    loss.double() * n,
+                    (logits.argmax(1) == hard).sum().double(),
+                    torch.tensor(float(n), dtype=torch.float64, device=self.device),
+                ]
+            )
         for h in self.hooks:
             h.on_step(self, batch, loss)
         return loss
