@@ -13,7 +13,6 @@ import statistics
 import time
 
 import torch
-from common import environment, write_json
 from torch import nn
 
 from poisonlab.config import TrainConfig
@@ -22,6 +21,8 @@ from poisonlab.models import build_model
 from poisonlab.rng import SeedTree
 from poisonlab.training import Trainer
 from poisonlab.training.recipes import build_optimizer
+
+from common import environment, write_json
 
 
 def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainConfig, seed: int) -> None:
