@@ -102,9 +102,7 @@ class Dataset:
         device = torch.device(device)
         if self.images.device == device:
             return self
-        return Dataset(
-            self.name, self.images.to(device), self.labels.to(device), self.ids.to(device), self.classes
-        )
+        return Dataset(self.name, self.images.to(device), self.labels.to(device), self.ids.to(device), self.classes)
 
     def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> Dataset:
         """Rows at positions ``index`` (not ids), keeping their ids."""

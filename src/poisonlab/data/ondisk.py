@@ -7,7 +7,9 @@ from pathlib import Path
 from poisonlab.data.dataset import Splits
 from poisonlab.data.registry import DatasetSpec, register_dataset
 
-_IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)"
+_IDX_FILES = (
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)"
+)
 
 
 def _mnist(root: Path | None) -> Splits:

@@ -38,9 +38,7 @@ class PoisonedDataset:
         empty_ids = torch.zeros(0, dtype=torch.long, device=dev)
         self.base = base
         self.delta_ids = _ids(delta_ids, dev, empty_ids)
-        self.deltas = (
-            torch.zeros((0, *base.shape), device=dev) if deltas is None else deltas.to(dev, torch.float32)
-        )
+        self.deltas = torch.zeros((0, *base.shape), device=dev) if deltas is None else deltas.to(dev, torch.float32)
         if self.deltas.shape != (len(self.delta_ids), *base.shape):
             raise DataError(
                 f"deltas: expected shape {(len(self.delta_ids), *base.shape)}, got {tuple(self.deltas.shape)}"
@@ -53,9 +51,7 @@ class PoisonedDataset:
                 raise DataError("deltas: base image + delta must stay within [0, 1]")
 
         n_extra = 0 if extra_images is None else int(extra_images.shape[0])
-        self.extra_images = (
-            torch.zeros((0, *base.shape), device=dev) if extra_images is None else extra_images.to(dev)
-        )
+        self.extra_images = torch.zeros((0, *base.shape), device=dev) if extra_images is None else extra_images.to(dev)
         if self.extra_images.shape[1:] != base.shape:
             raise DataError(f"extra_images: expected shape (M, {base.shape}), got {tuple(extra_images.shape)}")
         self.extra_labels = empty_ids if extra_labels is None else extra_labels.to(dev, torch.long)

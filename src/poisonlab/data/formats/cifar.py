@@ -63,9 +63,7 @@ def _unpickle(path: Path) -> dict[Any, Any]:
     except DataError:
         raise
     except Exception as exc:  # untrusted input: any failure to parse is a data error
-        raise DataError(
-            f"{path}: not a valid CIFAR python-version pickle ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise DataError(f"{path}: not a valid CIFAR python-version pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return obj
@@ -78,12 +76,7 @@ def _get(d: dict[Any, Any], key: str) -> Any:
 def _load_python_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     data, labels = _get(d, "data"), _get(d, label_key)
-    if (
-        not isinstance(data, np.ndarray)
-        or data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != _PIXELS
-    ):
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' must be a uint8 array shaped (N, {_PIXELS}), got {desc}")
     if not isinstance(labels, list | np.ndarray):
@@ -191,9 +184,7 @@ def _load(
 
     def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
         parts = [
-            _load_binary_batch(folder / f, num_classes)
-            if binary
-            else _load_python_batch(folder / f, label_key)
+            _load_binary_batch(folder / f, num_classes) if binary else _load_python_batch(folder / f, label_key)
             for f in files
         ]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

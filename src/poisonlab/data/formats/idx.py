@@ -90,9 +90,7 @@ def read_idx(path: Path) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, "dimensions"))
             count = int(np.prod(dims, dtype=object)) if dims else 1
             if count > MAX_ELEMENTS:
-                raise DataError(
-                    f"{path}: IDX header declares {count} elements {dims}, more than {MAX_ELEMENTS}"
-                )
+                raise DataError(f"{path}: IDX header declares {count} elements {dims}, more than {MAX_ELEMENTS}")
             dtype = _DTYPES[code]
             nbytes = count * dtype.itemsize
             if not compressed:
@@ -128,23 +126,16 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _part(
-    name: str, images_path: Path, labels_path: Path, classes: tuple[str, ...], first_id: int
-) -> Dataset:
+def _part(name: str, images_path: Path, labels_path: Path, classes: tuple[str, ...], first_id: int) -> Dataset:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(
-            f"{images_path}: expected unsigned-byte images shaped (N, H, W), "
-            f"got {images.dtype} {images.shape}"
+            f"{images_path}: expected unsigned-byte images shaped (N, H, W), got {images.dtype} {images.shape}"
         )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"{labels_path}: expected integer labels shaped (N,), got {labels.dtype} {labels.shape}"
-        )
+        raise DataError(f"{labels_path}: expected integer labels shaped (N,), got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
-        )
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
         raise DataError(f"{labels_path}: labels must lie in [0, {len(classes)})")
     ids = np.arange(first_id, first_id + len(labels), dtype=np.int64)

@@ -19,9 +19,7 @@ _HINT = "train/<class>/*.png|jpg and test/<class>/*.png|jpg, or <class>/*.png|jp
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
-    )
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -119,8 +117,7 @@ def load_image_folder(root: Path | None, name: str = "imagefolder") -> Splits:
         classes = tuple(p.name for p in train_classes)
         if tuple(p.name for p in test_classes) != classes:
             raise DataError(
-                f"{test_dir}: class folders {[p.name for p in test_classes]} differ from "
-                f"{train_dir}: {list(classes)}"
+                f"{test_dir}: class folders {[p.name for p in test_classes]} differ from {train_dir}: {list(classes)}"
             )
         x_tr, c_tr, y_tr = _read_split(train_classes, ref)
         x_te, c_te, y_te = _read_split(test_classes, ref)
@@ -128,9 +125,7 @@ def load_image_folder(root: Path | None, name: str = "imagefolder") -> Splits:
         n = len(y_tr)
         return Splits(
             Dataset.from_numpy(name, _stack(x_tr, rgb), y_tr, classes, ids=np.arange(n, dtype=np.int64)),
-            Dataset.from_numpy(
-                name, _stack(x_te, rgb), y_te, classes, ids=np.arange(n, n + len(y_te), dtype=np.int64)
-            ),
+            Dataset.from_numpy(name, _stack(x_te, rgb), y_te, classes, ids=np.arange(n, n + len(y_te), dtype=np.int64)),
         )
     class_dirs = _class_dirs(root)
     if not class_dirs:
