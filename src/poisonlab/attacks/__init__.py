@@ -1,0 +1,1 @@
+"""Attacks: each turns knowledge of the task into an artifact (PoisonSet, Trigger, LossHook, ...)."""

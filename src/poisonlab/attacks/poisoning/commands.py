@@ -1,0 +1,149 @@
+"""CLI command bodies for ``poisonlab craft`` and ``poisonlab evaluate-poisons`` (wired in by cli.py).
+
+    poisonlab craft --recipe gradient-matching --dataset mnist5k --model convnet --eps 16/255 \\
+        --budget 0.01 --target-id N --adv-class C --workdir W
+    poisonlab evaluate-poisons W --victims K
+
+Every flag is a shortcut for ``--set <field>=...``; errors are PoisonlabError with one-line messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from poisonlab.errors import PoisonlabError
+
+_SHORTCUTS = (  # (flag, metavar, config key, help)
+    ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
+    ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    ("--model", "NAME", "model.name", "surrogate and victim architecture"),
+    ("--width", "W", "model.width", "model width"),
+    ("--epochs", "N", "train.epochs", "epochs of the victim recipe (surrogates use it too)"),
+    ("--seed", "S", "seed", "root seed"),
+    ("--threads", "N", "runtime.threads", "CPU threads"),
+    ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    ("--recipe", "NAME", "poison.recipe", "crafting recipe (gradient-matching)"),
+    ("--eps", "EPS", "poison.eps", "l-inf radius in pixel01 units, e.g. 16/255"),
+    ("--budget", "F", "poison.budget", "fraction of the training set perturbed, e.g. 0.01"),
+    ("--poison-count", "N", "poison.poison_count", "exact number of poisons (overrides --budget)"),
+    ("--threat-model", "TM", "poison.threat_model", "single-class, third-party or random-subset"),
+    ("--selection", "HOW", "poison.selection", "random or gradient-norm"),
+    ("--adv-class", "C", "poison.adv_class", "class the target should be assigned"),
+    ("--restarts", "R", "poison.restarts", "crafting restarts (lowest loss kept)"),
+    ("--steps", "M", "poison.steps", "signed-Adam steps per restart"),
+    ("--ensemble", "E", "poison.ensemble", "surrogate models the loss is averaged over"),
+)
+
+
+def add_craft_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``craft`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "craft",
+        help="craft clean-label poisons (Witches' Brew gradient matching) against a target test image",
+        description="Train surrogate(s) on clean data with the victim recipe, choose poisons and craft them "
+        "(resuming from WORKDIR if interrupted); writes WORKDIR/poisons (artifact) and WORKDIR/report/.",
+    )
+    p.add_argument("--config", metavar="YAML", help="experiment config file with a 'poison:' section")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    for flag, meta, _, text in _SHORTCUTS:
+        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    p.add_argument("--target-id", action="append", type=int, metavar="ID", help="test-split id of a target")
+    p.add_argument("--no-augment", action="store_true", help="no differentiable augmentation while crafting")
+    p.add_argument("--workdir", required=True, help="folder for surrogates, checkpoints, poisons and the report")
+    p.add_argument("--force-new", action="store_true", help="discard checkpoints and surrogates in WORKDIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def craft_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides for the parsed craft arguments."""
+    out = list(args.overrides)
+    for flag, _, key, _ in _SHORTCUTS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    if args.target_id:
+        out.append(f"poison.target_ids=[{', '.join(str(i) for i in args.target_id)}]")
+    if args.no_augment:
+        out.append("poison.augment=false")
+    return out
+
+
+def run_craft(args: argparse.Namespace) -> int:
+    """Body of ``poisonlab craft``; returns the exit code."""
+    from poisonlab.attacks.poisoning.config import load_poisoning_config
+    from poisonlab.attacks.poisoning.experiment import craft_experiment
+    from poisonlab.experiments.job import apply_runtime, stop_on_signals
+
+    config = load_poisoning_config(args.config, craft_overrides(args))
+    apply_runtime(config.runtime)
+    t0 = time.perf_counter()
+    with stop_on_signals() as should_stop:
+        row = craft_experiment(
+            config, args.workdir, progress=not args.quiet, force_new=args.force_new, should_stop=should_stop
+        )
+    m, p = row["metrics"], config.poison
+    print(f"poisonlab craft: {p.recipe}, {config.model.name} on {config.data.name}, config {row['config_hash']}")
+    _print_table(
+        [
+            ("targets (test ids)", ", ".join(str(i) for i in row["target_ids"])),
+            ("adversarial class", m["adv_class"]),
+            ("poisons", f"{m['poisons']} ({p.threat_model}, {p.selection})"),
+            ("eps", f"{p.eps:.6g} ({p.eps * 255:.3g}/255)"),
+            ("max |delta|", f"{m['max_abs_delta']:.6g}"),
+            ("matching loss per restart", ", ".join(f"{v:.4f}" for v in m["restart_losses"])),
+            ("surrogate target prediction", ", ".join(str(s["target_predictions"]) for s in row["surrogates"])),
+            ("wall time (s)", f"{time.perf_counter() - t0:.1f}"),
+        ]
+    )
+    print(f"poisons: {Path(args.workdir) / 'poisons'}\nreport: {row['report']}")
+    return 0
+
+
+def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``evaluate-poisons`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "evaluate-poisons",
+        help="retrain fresh victims on crafted poisons and on a random-noise control; report poison success",
+        description="Retrain K victims from scratch (new seeds) on WORKDIR's poisoned training set and K on "
+        "uniform noise of the same eps at the same ids; victims already in the result store are skipped.",
+    )
+    p.add_argument("workdir", help="a folder written by 'poisonlab craft'")
+    p.add_argument("--victims", type=int, default=4, metavar="K", help="victims per arm (default 4)")
+    p.add_argument("--no-control", action="store_true", help="skip the random-noise control arm")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run_evaluate_poisons(args: argparse.Namespace) -> int:
+    """Body of ``poisonlab evaluate-poisons``; returns the exit code."""
+    from poisonlab.attacks.poisoning.experiment import evaluate_poisons_experiment
+
+    if not Path(args.workdir).is_dir():
+        raise PoisonlabError(f"{args.workdir}: no such workdir")
+    if args.victims < 1:
+        raise PoisonlabError(f"--victims: expected a positive number, got {args.victims}")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = evaluate_poisons_experiment(args.workdir, args.victims, not args.no_control, progress=not args.quiet)
+    print(f"poisonlab evaluate-poisons: {args.workdir}, {out['poisons']} poisons -> class {out['adv_class']}")
+    rows: list[tuple[str, Any]] = []
+    for arm, v in out["summary"].items():
+        s = v["success"]
+        rows.append((f"{arm}: success", f"{s['rate']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}] ({s['successes']}/{s['n']})"))
+        rows.append((f"{arm}: clean accuracy", f"{v['clean_accuracy']:.4f}"))
+    _print_table(rows)
+    print(f"report: {out['report']}")
+    return 0
+
+
+def _print_table(rows: list[tuple[str, Any]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")

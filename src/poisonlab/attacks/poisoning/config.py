@@ -1,0 +1,102 @@
+"""Typed, frozen configuration of a poison-crafting run: the ``poison:`` section next to the usual ones.
+
+Defaults are those of the gradient-matching reference (``JonasGeiping/poisoning-gradient-matching``,
+``forest/options.py``), with explicit booleans where the reference has ``store_false`` flags and
+explicit units: ``eps`` is in pixel01 units, so write ``16/255`` rather than ``16``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from poisonlab.budget import LinfBudget, PoisonBudget
+from poisonlab.config import ExperimentConfig, Frozen, Ratio, apply_overrides, build, load_yaml
+
+ThreatModel = Literal["single-class", "third-party", "random-subset"]
+Selection = Literal["random", "gradient-norm"]
+
+
+class CraftConfig(Frozen):
+    """What the attacker does and how hard it tries.
+
+    Targets: ``target_ids`` are ids of test images; empty means ``targets`` random test images of one random
+    class (drawn from the "target" generator). ``adv_class`` None means a random class other than the targets'.
+    """
+
+    recipe: Literal["gradient-matching"] = "gradient-matching"
+    eps: Ratio = Field(16 / 255, gt=0, le=1, description="l-inf radius in pixel01 units, e.g. 16/255")
+    budget: Ratio = Field(0.01, gt=0, le=1, description="fraction of the training set perturbed")
+    poison_count: int | None = Field(None, ge=1, description="exact number of poisons; overrides budget")
+    threat_model: ThreatModel = "single-class"
+    poison_class: int | None = Field(None, ge=0, description="third-party: the class poisons come from")
+    selection: Selection = "random"
+    target_ids: tuple[int, ...] = Field((), description="test-split ids of the targets; empty = random")
+    targets: int = Field(1, ge=1, le=1000, description="number of random targets when target_ids is empty")
+    adv_class: int | None = Field(None, ge=0, description="the class the targets should be classified as")
+    # crafting (reference defaults)
+    restarts: int = Field(8, ge=1, le=1000)
+    steps: int = Field(250, ge=1, le=100_000, description="signed-Adam iterations per restart (attackiter)")
+    tau: Ratio = Field(0.1, gt=0, le=10, description="step size in the model's normalised units")
+    pbatch: int = Field(512, ge=1, le=1_000_000, description="poisons per double-backward minibatch")
+    init: Literal["randn", "rand", "zero"] = "randn"
+    schedule: bool = Field(True, description="x0.1 step decay at M/2.667, M/1.6, M/1.142")
+    augment: bool = Field(True, description="differentiable shift/flip of the poisons at every step")
+    # surrogates
+    ensemble: int = Field(1, ge=1, le=64, description="surrogates the loss is averaged over")
+    stagger: bool = Field(False, description="member i trained for i epochs of the victim recipe (reference)")
+    scenario: Literal["from-scratch"] = "from-scratch"
+    checkpoint_every: int = Field(25, ge=1, description="crafting steps between checkpoints")
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps_units(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
+            raise ValueError(f"eps is in pixel01 units; write {value:g}/255 for {value:g} intensity levels")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CraftConfig:
+        if self.poison_class is not None and self.threat_model != "third-party":
+            raise ValueError("poison_class is only used by threat_model third-party")
+        if len(set(self.target_ids)) != len(self.target_ids):
+            raise ValueError("target_ids must be unique")
+        if self.stagger and self.ensemble < 2:
+            raise ValueError("stagger needs ensemble >= 2")
+        return self
+
+    @property
+    def linf(self) -> LinfBudget:
+        return LinfBudget(self.eps)
+
+    @property
+    def poison_budget(self) -> PoisonBudget:
+        if self.poison_count is not None:
+            return PoisonBudget(count=self.poison_count)
+        return PoisonBudget(fraction=self.budget)
+
+
+class PoisoningExperimentConfig(ExperimentConfig):
+    """An experiment config with a ``poison`` section; the other sections are the victim's recipe,
+    which the surrogates are trained with too (scenario "from-scratch")."""
+
+    poison: CraftConfig = CraftConfig()
+
+    def victim_config(self) -> ExperimentConfig:
+        """The plain training config (no attack)."""
+        return build(ExperimentConfig, self.model_dump(mode="json", exclude={"poison"}))
+
+
+def craft_config(**fields: Any) -> CraftConfig:
+    """A CraftConfig from keyword fields; errors are ConfigError naming the field (``poison.<field>``)."""
+    return build(PoisoningExperimentConfig, {"poison": fields}).poison
+
+
+def load_poisoning_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PoisoningExperimentConfig:
+    """PoisoningExperimentConfig from an optional YAML file and ``a.b=c`` overrides; errors name the field."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    return build(PoisoningExperimentConfig, apply_overrides(data, overrides or []))

@@ -1,0 +1,138 @@
+"""Poison success: retrain fresh victims from scratch on the poisoned set and on a random-noise control.
+
+A victim never is the surrogate: each victim k gets its own seeds (``seeds.child("victim-k")``: model
+initialisation, batch order, augmentation), and the control arm reuses exactly those seeds on a training
+set whose same ids carry uniform noise of the same eps, so the two arms differ only in the perturbations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from poisonlab.attacks.poisoning.poison_set import PoisonSet
+from poisonlab.attacks.poisoning.surrogates import build_victim_model
+from poisonlab.config import ModelConfig, TrainConfig
+from poisonlab.data.dataset import Dataset, Splits
+from poisonlab.metrics.intervals import Proportion
+from poisonlab.rng import SeedTree
+from poisonlab.training.evaluate import evaluate, predict_logits
+from poisonlab.training.trainer import Trainer
+
+ARMS = ("poisoned", "control")
+
+
+@dataclass(frozen=True)
+class VictimResult:
+    """One retrained victim: its predictions on the targets and clean accuracy on the rest of the test set."""
+
+    arm: str
+    victim: int
+    target_ids: list[int]
+    target_predictions: list[int]
+    successes: list[bool]
+    clean_accuracy: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def random_noise_control(poison_set: PoisonSet, base: Dataset, generator: torch.Generator) -> PoisonSet:
+    """Uniform noise in [-eps, eps] at the same ids (projected onto the [0, 1] box): the control arm."""
+    x = base.images[base.positions_of(poison_set.poison_ids)].cpu()
+    noise = (torch.rand(poison_set.deltas.shape, generator=generator) * 2 - 1) * poison_set.eps
+    return poison_set.with_deltas(poison_set.linf.project(noise, x), control="uniform-noise")
+
+
+def train_victim(
+    train: Dataset,
+    targets: Dataset,
+    clean_test: Dataset,
+    adv_class: int,
+    model: ModelConfig,
+    recipe: TrainConfig,
+    seeds: SeedTree,
+    stats_from: Dataset,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[list[int], list[bool], float]:
+    """Train one fresh model on ``train``; return target predictions, success flags and clean accuracy."""
+    net = build_victim_model(model, stats_from, seeds, device)
+    Trainer(net, train, recipe, seeds, progress=progress).fit()
+    preds = predict_logits(net, targets.to(device)).argmax(1).cpu().tolist()
+    acc = evaluate(net, clean_test.to(device))["accuracy"]
+    return preds, [p == adv_class for p in preds], acc
+
+
+def evaluate_poisons(
+    poison_set: PoisonSet,
+    base_splits: Splits,
+    model_config: ModelConfig,
+    recipe: TrainConfig,
+    victims: int,
+    seeds: SeedTree,
+    control: bool = True,
+    device: torch.device | str = "cpu",
+    completed: Mapping[tuple[str, int], VictimResult] | None = None,
+    on_result: Callable[[VictimResult], None] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Retrain ``victims`` fresh models on the poisoned view (and, with ``control``, on the noise control).
+
+    Args:
+        poison_set: the poisons; its budget is re-checked against ``base_splits.train``.
+        base_splits: the clean dataset; targets are taken from its test split by id and excluded from the
+            clean-accuracy set (as in the reference).
+        model_config / recipe: the victim's architecture and training recipe.
+        victims: number of victims per arm (victim k uses ``seeds.child(f"victim-{k}")``).
+        seeds: seed tree of the evaluation; the control noise comes from its "control-noise" generator.
+        completed: results already known (e.g. from the result store), keyed by (arm, k): not retrained.
+        on_result: called with every newly computed result (to store it before the next victim starts).
+
+    Returns:
+        ``{"results": [...], "summary": {arm: {"success": Proportion dict, "clean_accuracy": mean}}}``.
+    """
+    train = base_splits.train
+    test = base_splits.test
+    target_pos = test.positions_of(poison_set.target_ids)
+    targets = test.subset(target_pos)
+    keep = torch.ones(len(test), dtype=torch.bool)
+    keep[target_pos.cpu()] = False
+    clean_test = test.subset(torch.nonzero(keep).flatten())
+    views = {"poisoned": poison_set.to_view(train).materialize()}
+    if control:
+        noise = random_noise_control(poison_set, train, seeds.generator("control-noise"))
+        views["control"] = noise.to_view(train).materialize()
+    done = dict(completed or {})
+    results: list[VictimResult] = []
+    for k in range(victims):
+        for arm, data in views.items():
+            if (arm, k) not in done:
+                preds, hits, acc = train_victim(
+                    data, targets, clean_test, poison_set.adv_class, model_config, recipe,
+                    seeds.child(f"victim-{k}"), train, device, progress,
+                )  # fmt: skip
+                done[(arm, k)] = VictimResult(arm, k, poison_set.target_ids.tolist(), preds, hits, acc)
+                if on_result is not None:
+                    on_result(done[(arm, k)])
+            results.append(done[(arm, k)])
+    return {"results": [r.as_dict() for r in results], "summary": summarize(results)}
+
+
+def summarize(results: list[VictimResult]) -> dict[str, Any]:
+    """Per arm: pooled success over (victim, target) pairs with a Wilson 95% interval, mean clean accuracy."""
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        rows = [r for r in results if r.arm == arm]
+        if not rows:
+            continue
+        prop = Proportion(sum(sum(r.successes) for r in rows), sum(len(r.successes) for r in rows))
+        out[arm] = {
+            "success": prop.as_dict(),
+            "clean_accuracy": sum(r.clean_accuracy for r in rows) / len(rows),
+            "victims": len(rows),
+        }
+    return out

@@ -1,0 +1,170 @@
+"""Poisoning experiments as pure functions of (config, workdir): craft poisons, then evaluate them.
+
+``craft_experiment`` trains the surrogates, chooses targets and poisons, crafts (resumable), and writes
+``poisons/`` (artifact), ``report/`` (PNG grid + HTML), a result row and ``config.yaml``.
+``evaluate_poisons_experiment`` reads that workdir, retrains victims (skipping those already in the result
+store) and reports poison success against the random-noise control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from poisonlab.attacks.poisoning.config import PoisoningExperimentConfig, load_poisoning_config
+from poisonlab.attacks.poisoning.evaluate import VictimResult, evaluate_poisons
+from poisonlab.attacks.poisoning.gradient_matching import GradientMatching, PoisonTask
+from poisonlab.attacks.poisoning.poison_set import PoisonSet
+from poisonlab.attacks.poisoning.selection import candidate_positions, choose_poisons, choose_targets
+from poisonlab.attacks.poisoning.surrogates import train_surrogates
+from poisonlab.data.registry import load_dataset
+from poisonlab.errors import CheckpointError
+from poisonlab.experiments.job import environment, resolve_device
+from poisonlab.experiments.store import ResultStore
+from poisonlab.io.atomic import write_bytes_atomic
+from poisonlab.io.checkpoint import Checkpointer
+from poisonlab.report.html import image, page, table
+from poisonlab.rng import SeedTree
+from poisonlab.training.evaluate import evaluate, predict_logits
+
+POISONS = "poisons"
+STORE = "results.sqlite"
+CONFIG = "config.yaml"
+
+
+def craft_experiment(
+    config: PoisoningExperimentConfig,
+    workdir: str | Path,
+    progress: bool = False,
+    force_new: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Craft poisons for ``config`` in ``workdir`` (resuming an interrupted run); returns the result row."""
+    workdir = Path(workdir)
+    p = config.poison
+    device = resolve_device(config.runtime)
+    splits = load_dataset(config.data.name, config.data.root)
+    chash = config.config_hash()
+    ckpt = Checkpointer(workdir / "craft-checkpoints", chash)
+    if force_new:
+        ckpt.clear()
+        shutil.rmtree(workdir / "surrogates", ignore_errors=True)
+    elif ckpt.list():
+        ckpt.load(ckpt.list()[-1])  # refuses a changed config before any work
+    write_bytes_atomic(workdir / CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())
+    seeds = SeedTree(config.seed)
+    target_ids, adv = choose_targets(splits.test, seeds.generator("target"), p.target_ids, p.targets, p.adv_class)
+    targets = splits.test.subset(splits.test.positions_of(target_ids))
+    surrogates = train_surrogates(
+        config.model, config.train, splits.train, seeds, p.ensemble, p.stagger, device,
+        workdir / "surrogates", chash, should_stop, progress,
+    )  # fmt: skip
+    candidates, poison_class = candidate_positions(
+        splits.train, p.threat_model, targets.labels.tolist(), adv, seeds.generator("poison-class"), p.poison_class
+    )
+    poison_ids = choose_poisons(
+        splits.train, p.poison_budget, candidates, seeds.generator("selection"), p.selection, surrogates
+    )
+    crafter = GradientMatching(p, ckpt, should_stop, progress=progress)
+    ps = crafter.craft(PoisonTask(splits.train, poison_ids, targets, adv), surrogates, seeds)
+    surrogate_view = [
+        {
+            "target_predictions": predict_logits(m, targets.to(device)).argmax(1).tolist(),
+            "test_accuracy": evaluate(m, splits.test.to(device))["accuracy"],
+        }
+        for m in surrogates
+    ]
+    ps = replace(
+        ps,
+        meta={
+            **ps.meta,
+            "dataset": config.data.name,
+            "threat_model": p.threat_model,
+            "poison_class": poison_class,
+            "selection": p.selection,
+            "config_hash": chash,
+            "target_labels": targets.labels.tolist(),
+        },
+    )
+    ps.save(workdir / POISONS)
+    png = ps.export_png(workdir / "report" / "poisons.png", splits.train)
+    metrics = {
+        "poisons": len(ps),
+        "targets": len(target_ids),
+        "adv_class": adv,
+        "best_loss": min(ps.restart_losses),
+        "restart_losses": list(ps.restart_losses),
+        "max_abs_delta": float(ps.deltas.abs().max()),
+    }
+    row = {
+        "experiment": "craft",
+        "config_hash": chash,
+        "config": config.model_dump(mode="json"),
+        "seeds": seeds.record(),
+        "metrics": metrics,
+        "target_ids": target_ids.tolist(),
+        "poison_ids": ps.poison_ids.tolist(),
+        "surrogates": surrogate_view,
+        "environment": environment(device),
+    }
+    ResultStore(workdir / STORE).add(
+        "craft", chash, f"seed={config.seed}", config.seed, metrics, {k: row[k] for k in ("seeds", "surrogates")}
+    )
+    rows = [(k, v) for k, v in metrics.items() if k != "restart_losses"]
+    html = page(
+        f"Poisons: {p.recipe} on {config.data.name}",
+        [("Crafting", table(rows, ["quantity", "value"])), ("Poisons", image(png, "poisons"))],
+    )
+    write_bytes_atomic(workdir / "report" / "index.html", html.encode())
+    row["report"] = str(workdir / "report" / "index.html")
+    return row
+
+
+def evaluate_poisons_experiment(
+    workdir: str | Path, victims: int, control: bool = True, progress: bool = False
+) -> dict[str, Any]:
+    """Retrain ``victims`` victims per arm on the poisons of ``workdir``; returns results and summary."""
+    workdir = Path(workdir)
+    if not (workdir / CONFIG).is_file():
+        raise CheckpointError(f"{workdir / CONFIG}: not found; run 'poisonlab craft' with this workdir first")
+    config = load_poisoning_config(workdir / CONFIG)
+    splits = load_dataset(config.data.name, config.data.root)
+    ps = PoisonSet.load(workdir / POISONS, splits.train)
+    device = resolve_device(config.runtime)
+    digest = hashlib.sha256(ps.poison_ids.numpy().tobytes() + ps.deltas.numpy().tobytes()).hexdigest()[:16]
+    key_hash = f"{config.config_hash()}-{digest}"
+    store = ResultStore(workdir / STORE)
+    completed = {}
+    for r in store.rows("poison-victim"):
+        if r["config_hash"] == key_hash:
+            res = VictimResult(**r["meta"]["result"])
+            completed[(res.arm, res.victim)] = res
+
+    def record(res: VictimResult) -> None:
+        metrics = {"success_rate": sum(res.successes) / len(res.successes), "clean_accuracy": res.clean_accuracy}
+        store.add(
+            "poison-victim", key_hash, f"{res.arm}/victim-{res.victim}", config.seed, metrics, {"result": res.as_dict()}
+        )
+
+    out = evaluate_poisons(
+        ps, splits, config.model, config.train, victims, SeedTree(config.seed).child("evaluate"), control,
+        device, completed, record, progress,
+    )  # fmt: skip
+    s = out["summary"]
+    rows = [
+        (arm, f"{v['success']['rate']:.3f} [{v['success']['lo']:.3f}, {v['success']['hi']:.3f}]",
+         f"{v['success']['successes']}/{v['success']['n']}", v["clean_accuracy"], v["victims"])
+        for arm, v in s.items()
+    ]  # fmt: skip
+    html = page(
+        "Poison success",
+        [("Retrained victims", table(rows, ["arm", "success (Wilson 95%)", "hits", "clean accuracy", "victims"]))],
+    )
+    write_bytes_atomic(workdir / "report" / "evaluation.html", html.encode())
+    return {**out, "poisons": len(ps), "adv_class": ps.adv_class, "report": str(workdir / "report" / "evaluation.html")}

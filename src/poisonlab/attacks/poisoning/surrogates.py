@@ -1,0 +1,100 @@
+"""Surrogate models for crafting: trained on clean data with the normal Trainer and the victim's recipe.
+
+Scenario "from-scratch" (Witches' Brew): each surrogate is a fresh model trained with the victim recipe.
+A "staggered" ensemble stops member i after i epochs of that recipe (the reference's ``--stagger``:
+``stagger_list = range(ensemble)``, so member 0 is the untrained initialisation), keeping the recipe's
+learning-rate schedule of the full run. Fine-tuning/transfer scenarios (a pretrained feature extractor)
+are future work: ``CraftConfig.scenario`` only admits "from-scratch" until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from poisonlab.config import ModelConfig, TrainConfig
+from poisonlab.data.dataset import Dataset
+from poisonlab.errors import CheckpointError
+from poisonlab.io.artifact import load_artifact, save_artifact
+from poisonlab.io.checkpoint import Checkpointer
+from poisonlab.models.build import build_model
+from poisonlab.rng import SeedTree
+from poisonlab.training.trainer import Trainer
+
+
+def stagger_epochs(epochs: int, ensemble: int, stagger: bool) -> list[int]:
+    """Epochs each member trains: all ``epochs``, or ``0, 1, ..., E-1`` (capped at ``epochs``) when staggered."""
+    if not stagger:
+        return [epochs] * ensemble
+    return [min(i, epochs) for i in range(ensemble)]
+
+
+def build_victim_model(
+    model: ModelConfig, train: Dataset, seeds: SeedTree, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """The configured architecture, normalised with the clean training set's channel statistics (fixed
+    dataset constants, as in the reference) and initialised from ``seeds``' "init" generator."""
+    mean, std = train.channel_stats()
+    return build_model(
+        model.name, train.shape, train.num_classes, seeds.generator("init"), model.width, model.norm, mean, std, device
+    )
+
+
+def train_surrogates(
+    model: ModelConfig,
+    recipe: TrainConfig,
+    train: Dataset,
+    seeds: SeedTree,
+    ensemble: int = 1,
+    stagger: bool = False,
+    device: torch.device | str = "cpu",
+    workdir: str | Path | None = None,
+    config_hash: str = "",
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+) -> list[nn.Module]:
+    """Train ``ensemble`` surrogates on the clean ``train`` set (member i from ``seeds.child("surrogate-i")``).
+
+    With ``workdir``, each member checkpoints to ``workdir/surrogate-<i>/checkpoints`` (a killed run resumes)
+    and is saved as a model artifact ``workdir/surrogate-<i>/model``, which later calls load instead of
+    retraining (refused if it was written under another ``config_hash``).
+
+    Returns:
+        The trained models, in eval mode.
+    """
+    members = []
+    for i, epochs in enumerate(stagger_epochs(recipe.epochs, ensemble, stagger)):
+        sub = seeds.child(f"surrogate-{i}")
+        net = build_victim_model(model, train, sub, device)
+        folder = None if workdir is None else Path(workdir) / f"surrogate-{i}"
+        if folder is not None and (folder / "model").is_dir():
+            _load_weights(net, folder / "model", config_hash)
+        else:
+            ckpt = None if folder is None else Checkpointer(folder / "checkpoints", config_hash)
+            trainer = Trainer(net, train, recipe, sub, checkpointer=ckpt, should_stop=should_stop, progress=progress)
+            # Stop after ``epochs`` of the full recipe: the optimiser and schedule were built for
+            # ``recipe.epochs``; only the loop bound changes.
+            trainer.recipe = recipe.model_copy(update={"epochs": epochs}) if epochs < recipe.epochs else recipe
+            if epochs > 0:
+                trainer.fit()
+            if folder is not None:
+                meta = {"config_hash": config_hash, "epochs": epochs, "member": i, "seeds": sub.record()}
+                save_artifact(folder / "model", "model", dict(net.state_dict()), meta)
+        members.append(net.eval())
+    return members
+
+
+def _load_weights(net: nn.Module, path: Path, config_hash: str) -> None:
+    tensors, meta = load_artifact(path, "model")
+    if meta.get("config_hash") != config_hash:
+        raise CheckpointError(
+            f"{path}: surrogate written under config {meta.get('config_hash')}, this run is {config_hash}; "
+            "use --force-new to start over"
+        )
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the model ({str(err).splitlines()[0]})") from None
