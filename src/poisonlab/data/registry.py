@@ -63,6 +63,5 @@ def load_dataset(name: str, root: str | Path | None = None) -> Splits:
 
 
 def _ensure_builtin() -> None:
-    if DATASETS:
-        return
-    from poisonlab.data import embedded, ondisk  # noqa: F401  (registration by import)
+    # always import (a no-op once imported): a module imported on its own must not hide the others
+    from poisonlab.data import embedded, ondisk, tabular  # noqa: F401  (registration by import)
