@@ -19,6 +19,7 @@ from poisonlab.attacks.poisoning.commands import (
 )
 from poisonlab.defenses.dp.commands import add_epsilon_parser, run_epsilon
 from poisonlab.errors import Interrupted, PoisonlabError
+from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_trials_parser(sub)
     add_epsilon_parser(sub)
+    add_audit_parser(sub)
 
     ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
     ev.add_argument("workdir", help="a folder written by 'poisonlab train'")
@@ -222,6 +224,7 @@ COMMANDS = {
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
     "epsilon": run_epsilon,
+    "audit": run_audit,
     "evaluate": _cmd_evaluate,
 }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -19,6 +21,16 @@ CREATE TABLE IF NOT EXISTS trials (
     meta TEXT NOT NULL,
     created TEXT NOT NULL,
     UNIQUE (kind, config_hash, trial_key)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    kind TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    trial_key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat REAL NOT NULL,
+    PRIMARY KEY (kind, config_hash, trial_key)
 )
 """
 
@@ -37,8 +49,65 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
-        con.execute(_SCHEMA)
+        con.executescript(_SCHEMA)
         return con
+
+    def claim(self, kind: str, config_hash: str, trial_key: str, owner: str, stale_after: float = 3600.0) -> bool:
+        """Claim a trial for ``owner`` so that no other process computes it at the same time.
+
+        Succeeds when the trial is neither recorded nor claimed, or when its claim is dead: held by a process
+        of this host that no longer exists (killed), or not refreshed for ``stale_after`` seconds (another
+        host). The check and the write are one transaction, so two processes never both win.
+        """
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            done = con.execute(
+                "SELECT 1 FROM trials WHERE kind=? AND config_hash=? AND trial_key=?", (kind, config_hash, trial_key)
+            ).fetchone()
+            if done is not None:
+                con.execute("COMMIT")
+                return False
+            held = con.execute(
+                "SELECT owner, host, pid, heartbeat FROM claims WHERE kind=? AND config_hash=? AND trial_key=?",
+                (kind, config_hash, trial_key),
+            ).fetchone()
+            if held is not None and held[0] != owner and not _dead(held[1], held[2], held[3], now, stale_after):
+                con.execute("COMMIT")
+                return False
+            con.execute(
+                "INSERT OR REPLACE INTO claims (kind, config_hash, trial_key, owner, host, pid, heartbeat) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, config_hash, trial_key, owner, host, pid, now),
+            )
+            con.execute("COMMIT")
+            return True
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def release(self, kind: str, config_hash: str, trial_key: str, owner: str) -> None:
+        """Drop ``owner``'s claim (after the row is written, or when giving the trial up)."""
+        con = self._connect()
+        try:
+            con.execute(
+                "DELETE FROM claims WHERE kind=? AND config_hash=? AND trial_key=? AND owner=?",
+                (kind, config_hash, trial_key, owner),
+            )
+        finally:
+            con.close()
+
+    def claims(self) -> list[dict[str, Any]]:
+        """Open claims (trials being computed, or left by a killed process)."""
+        con = self._connect()
+        try:
+            cols = ("kind", "config_hash", "trial_key", "owner", "host", "pid", "heartbeat")
+            return [dict(zip(cols, r)) for r in con.execute(f"SELECT {', '.join(cols)} FROM claims")]
+        finally:
+            con.close()
 
     def add(
         self, kind: str, config_hash: str, trial_key: str, seed: int, metrics: dict[str, Any], meta: dict[str, Any]
@@ -98,3 +167,21 @@ class ResultStore:
             return out
         finally:
             con.close()
+
+
+def _dead(host: str, pid: int, heartbeat: float, now: float, stale_after: float) -> bool:
+    """Whether a claim's holder is gone: on this host, a process that no longer runs (or is a zombie);
+    on another host, one whose claim is older than ``stale_after`` seconds."""
+    if host != socket.gethostname():
+        return now - heartbeat > stale_after
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False

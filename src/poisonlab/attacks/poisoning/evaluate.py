@@ -9,7 +9,7 @@ and transfer scenarios every victim starts from the same public pretrained model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from poisonlab.data.dataset import Dataset, Splits
 from poisonlab.metrics.intervals import Proportion
 from poisonlab.rng import SeedTree
 from poisonlab.training.evaluate import evaluate, predict_logits
+from poisonlab.training.hooks import TrainingHook
 from poisonlab.training.trainer import Trainer
 
 ARMS = ("poisoned", "control", "clean")
@@ -63,12 +64,14 @@ def train_victim(
     device: torch.device | str = "cpu",
     progress: bool = False,
     scenario: Scenario | None = None,
+    hooks: Sequence[TrainingHook] = (),
 ) -> tuple[list[int], list[bool], float, list[float]]:
     """Train one victim on ``train`` (fresh, or from the scenario's pretrained model); return target
-    predictions, success flags, clean accuracy and the targets' adversarial margins."""
+    predictions, success flags, clean accuracy and the targets' adversarial margins. ``hooks`` (a defense,
+    say) run after the scenario's own hooks."""
     net = build_victim_model(model, stats_from, seeds, device)
-    hooks = (scenario or Scenario()).prepare(net, seeds)
-    Trainer(net, train, recipe, seeds, hooks=hooks, progress=progress).fit()
+    all_hooks = [*(scenario or Scenario()).prepare(net, seeds), *hooks]
+    Trainer(net, train, recipe, seeds, hooks=all_hooks, progress=progress).fit()
     logits = predict_logits(net, targets.to(device)).cpu()
     preds = logits.argmax(1).tolist()
     acc = evaluate(net, clean_test.to(device))["accuracy"]
