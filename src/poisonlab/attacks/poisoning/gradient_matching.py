@@ -220,7 +220,7 @@ class GradientMatching(Crafter):
         return state
 
 
-def _init_delta(kind: str, shape: torch.Size, budget: LinfBudget, generator: torch.Generator) -> torch.Tensor:
+def init_delta(kind: str, shape: torch.Size, budget: LinfBudget, generator: torch.Generator) -> torch.Tensor:
     """The reference's initialisations, in pixel01 units: randn * eps or U(-eps, eps), clipped to eps."""
     if kind == "zero":
         return torch.zeros(shape)
@@ -228,6 +228,9 @@ def _init_delta(kind: str, shape: torch.Size, budget: LinfBudget, generator: tor
         torch.randn(shape, generator=generator) if kind == "randn" else torch.rand(shape, generator=generator) * 2 - 1
     )
     return (noise * budget.eps).clamp(-budget.eps, budget.eps)
+
+
+_init_delta = init_delta  # former private name, kept for existing callers
 
 
 def _to(value: Any, device: torch.device) -> Any:

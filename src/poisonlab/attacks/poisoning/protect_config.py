@@ -1,0 +1,101 @@
+"""Typed, frozen configuration of availability poisoning for secure dataset release: the ``protect:`` section.
+
+Defaults follow ALGORITHMS.md section 4 and the gradient-matching engine it reuses (Fowl et al. 2021, built on
+``JonasGeiping/poisoning-gradient-matching``): eps 8/255, the whole dataset protected, reverse cross-entropy
+target, 250 signed-Adam steps with step decay, tau 0.1, poison batches of 512, randn start. Restarts default
+to 1 (the reference's ImageNet release command; its CIFAR default is 8), because every sample is crafted.
+Units are explicit: ``eps`` is in pixel01 units, so write ``8/255``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from poisonlab.budget import LinfBudget, PoisonBudget
+from poisonlab.config import ExperimentConfig, Frozen, Ratio, apply_overrides, build, load_yaml
+
+Objective = Literal["reverse-ce", "negative-ce"]
+TargetScope = Literal["batch", "all"]
+
+
+class ProtectConfig(Frozen):
+    """What the data owner protects and how hard it tries.
+
+    ``objective``: the loss whose descent destroys clean accuracy: ``reverse-ce`` = -log(1 - p_y) (reference
+    ``reverse_xent``), or ``negative-ce`` = -CE (forest's ``untargeted-cross-entropy``).
+    ``target_scope``: the clean samples the target gradient is taken over: ``batch`` = each poison batch's own
+    clean images (ALGORITHMS.md section 4 step 2, usable online), ``all`` = every sample of the release.
+    ``augment`` None follows the victim recipe (``train.augment``).
+    Online: the protected ids are released in ``release_batches`` consecutive batches; before batch b > 0 the
+    surrogates train ``update_epochs`` more epochs on the batches released so far (their clean copies, or the
+    protected ones with ``online_update: protected``).
+    """
+
+    eps: Ratio = Field(8 / 255, gt=0, le=1, description="l-inf radius in pixel01 units, e.g. 8/255")
+    fraction: Ratio = Field(1.0, gt=0, le=1, description="fraction of the training set protected")
+    objective: Objective = "reverse-ce"
+    target_scope: TargetScope = "batch"
+    restarts: int = Field(1, ge=1, le=1000)
+    steps: int = Field(250, ge=1, le=100_000, description="signed-Adam iterations per poison batch")
+    tau: Ratio = Field(0.1, gt=0, le=10, description="step size in the surrogate's normalised units")
+    pbatch: int = Field(512, ge=1, le=1_000_000, description="samples per poison batch (one double-backward)")
+    init: Literal["randn", "rand", "zero"] = "randn"
+    schedule: bool = Field(True, description="x0.1 step decay at M/2.667, M/1.6, M/1.142")
+    augment: bool | None = Field(None, description="differentiable augmentation while crafting; None = as train")
+    ensemble: int = Field(1, ge=1, le=64, description="surrogates the alignment is averaged over")
+    stagger: bool = Field(False, description="member i trained for i epochs of the surrogate recipe")
+    surrogate_epochs: int | None = Field(None, ge=1, le=10_000, description="surrogate epochs; None = train.epochs")
+    online: bool = Field(False, description="protect and release batch by batch, updating the surrogates")
+    release_batches: int = Field(1, ge=1, le=100_000, description="online: number of release batches")
+    update_epochs: int = Field(1, ge=1, le=10_000, description="online: surrogate epochs between releases")
+    online_update: Literal["clean", "protected"] = "clean"
+    checkpoint_every: int = Field(25, ge=1, description="crafting steps between checkpoints")
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps_units(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
+            raise ValueError(f"eps is in pixel01 units; write {value:g}/255 for {value:g} intensity levels")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProtectConfig:
+        if self.stagger and self.ensemble < 2:
+            raise ValueError("stagger needs ensemble >= 2")
+        if self.release_batches > 1 and not self.online:
+            raise ValueError("release_batches > 1 needs online: true")
+        return self
+
+    @property
+    def linf(self) -> LinfBudget:
+        return LinfBudget(self.eps)
+
+    @property
+    def budget(self) -> PoisonBudget:
+        return PoisonBudget(fraction=self.fraction)
+
+
+class ProtectionExperimentConfig(ExperimentConfig):
+    """An experiment config with a ``protect`` section. ``model`` is the surrogate architecture; ``train`` is
+    the surrogate recipe and, by default, the victims' recipe too."""
+
+    protect: ProtectConfig = ProtectConfig()
+
+    def crafting_augment(self) -> bool:
+        return self.train.augment if self.protect.augment is None else self.protect.augment
+
+
+def protect_config(**fields: Any) -> ProtectConfig:
+    """A ProtectConfig from keyword fields; errors are ConfigError naming the field (``protect.<field>``)."""
+    return build(ProtectionExperimentConfig, {"protect": fields}).protect
+
+
+def load_protection_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ProtectionExperimentConfig:
+    """ProtectionExperimentConfig from an optional YAML file and ``a.b=c`` overrides; errors name the field."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    return build(ProtectionExperimentConfig, apply_overrides(data, overrides or []))
