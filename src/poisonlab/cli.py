@@ -17,6 +17,12 @@ from poisonlab.attacks.poisoning.commands import (
     run_evaluate_poisons,
     run_trials_command,
 )
+from poisonlab.attacks.poisoning.protect_commands import (
+    add_evaluate_protection_parser,
+    add_protect_parser,
+    run_evaluate_protection,
+    run_protect,
+)
 from poisonlab.defenses.dp.commands import add_epsilon_parser, run_epsilon
 from poisonlab.errors import Interrupted, PoisonlabError
 from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
@@ -92,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_trials_parser(sub)
     add_epsilon_parser(sub)
+    add_protect_parser(sub)
+    add_evaluate_protection_parser(sub)
     add_audit_parser(sub)
 
     ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
@@ -224,6 +232,8 @@ COMMANDS = {
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
     "epsilon": run_epsilon,
+    "protect": run_protect,
+    "evaluate-protection": run_evaluate_protection,
     "audit": run_audit,
     "evaluate": _cmd_evaluate,
 }
