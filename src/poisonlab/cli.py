@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from poisonlab.attacks.inference.commands import add_mia_parser, run_mia
 from poisonlab.attacks.poisoning.commands import (
     add_craft_parser,
     add_evaluate_parser,
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_trials_parser(sub)
     add_epsilon_parser(sub)
+    add_mia_parser(sub)
     add_protect_parser(sub)
     add_evaluate_protection_parser(sub)
     add_audit_parser(sub)
@@ -232,6 +234,7 @@ COMMANDS = {
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
     "epsilon": run_epsilon,
+    "mia": run_mia,
     "protect": run_protect,
     "evaluate-protection": run_evaluate_protection,
     "audit": run_audit,

@@ -235,9 +235,10 @@ def bootstrap_ratio(
         cb.append(_batched_metrics(sc[ic], yc[ic], fprs)[metric])
     t, c = np.concatenate(tb), np.concatenate(cb)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(c > 0, t / np.where(c > 0, c, 1), np.inf)
-        ratio = full_t / full_c if full_c > 0 else math.inf
-    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, (1 + confidence) / 2])
+        ratios = t / c  # x/0 = inf, 0/0 = NaN (dropped from the quantiles)
+        ratio = full_t / full_c if full_c > 0 else (math.inf if full_t > 0 else math.nan)
+    defined = ratios[~np.isnan(ratios)]
+    lo, hi = np.quantile(defined, [(1 - confidence) / 2, (1 + confidence) / 2]) if defined.size else (math.nan,) * 2
     d = _interval(t - c, confidence)
     return {
         "ratio": float(ratio),
@@ -249,3 +250,16 @@ def bootstrap_ratio(
         "difference_lo": d["lo"],
         "difference_hi": d["hi"],
     }
+
+
+def precision_at_recall(scores: ArrayLike, labels: ArrayLike, recall: float) -> float:
+    """Precision of the "member" calls at the strictest threshold that finds ``recall`` of the members
+    (every point tied with the threshold score is called a member)."""
+    if not 0 < recall <= 1:
+        raise ValueError(f"recall: expected 0 < recall <= 1, got {recall}")
+    s, y = _as_arrays(scores, labels)
+    tps, fps, _, (p, _n) = _sorted_counts(s, y)
+    if p == 0:
+        return math.nan
+    i = int(np.argmax(tps >= recall * p))
+    return float(tps[i] / (tps[i] + fps[i]))
