@@ -27,6 +27,7 @@ from poisonlab.attacks.poisoning.protect_commands import (
 from poisonlab.defenses.dp.commands import add_epsilon_parser, run_epsilon
 from poisonlab.errors import Interrupted, PoisonlabError
 from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
+from poisonlab.fl.commands import add_fl_parser, run_fl
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_trials_parser(sub)
     add_epsilon_parser(sub)
+    add_fl_parser(sub)
     add_mia_parser(sub)
     add_protect_parser(sub)
     add_evaluate_protection_parser(sub)
@@ -234,6 +236,7 @@ COMMANDS = {
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
     "epsilon": run_epsilon,
+    "fl": run_fl,
     "mia": run_mia,
     "protect": run_protect,
     "evaluate-protection": run_evaluate_protection,
