@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from poisonlab.attacks.federated.inversion.commands import add_invert_parser, run_invert
 from poisonlab.attacks.inference.commands import add_mia_parser, run_mia
 from poisonlab.attacks.poisoning.commands import (
     add_craft_parser,
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     add_protect_parser(sub)
     add_evaluate_protection_parser(sub)
     add_audit_parser(sub)
+    add_invert_parser(sub)
 
     ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
     ev.add_argument("workdir", help="a folder written by 'poisonlab train'")
@@ -241,6 +243,7 @@ COMMANDS = {
     "protect": run_protect,
     "evaluate-protection": run_evaluate_protection,
     "audit": run_audit,
+    "invert": run_invert,
     "evaluate": _cmd_evaluate,
 }
 

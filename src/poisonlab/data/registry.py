@@ -64,4 +64,4 @@ def load_dataset(name: str, root: str | Path | None = None) -> Splits:
 
 def _ensure_builtin() -> None:
     # always import (a no-op once imported): a module imported on its own must not hide the others
-    from poisonlab.data import embedded, ondisk, tabular  # noqa: F401  (registration by import)
+    from poisonlab.data import embedded, ondisk, photos, tabular  # noqa: F401  (registration by import)
