@@ -15,7 +15,7 @@ class LocalConfig(Frozen):
 
     epochs: int = Field(2, ge=1, le=1000, description="local epochs (retrain_no_times)")
     batch_size: int = Field(64, ge=1)
-    lr: Ratio = Field(0.1, gt=0)
+    lr: Ratio = Field(0.05, gt=0, description="reference 0.1 (CIFAR ResNet); LeNet on mnist5k oscillates at 0.1")
     momentum: Ratio = Field(0.9, ge=0, lt=1)
     weight_decay: Ratio = Field(5e-4, ge=0)
 
@@ -55,7 +55,7 @@ class AttackSection(Frozen):
     semantic_source: int = Field(7, ge=0, description="class whose thick-stroke digits carry the semantic feature")
     semantic_fraction: Ratio = Field(0.2, gt=0, le=0.5)
     noise: Ratio = Field(0.01, ge=0, description="pixel noise on semantic backdoor images (noise_level)")
-    samples: int = Field(500, ge=1, description="clean training images the attacker holds")
+    samples: int = Field(1000, ge=1, description="clean training images the attacker holds (reference: a secret set)")
     gamma: Ratio | None = Field(None, gt=0, description="scale; None = n / eta")
     alpha: Ratio | None = Field(None, ge=0, le=1, description="class-loss weight; None = 1 (MR) or 0.7 (C&S)")
     norm_bound: Ratio | None = Field(None, gt=0, description="C&S bound S; None = the server's bound")
@@ -70,7 +70,7 @@ class AggregatorSection(Frozen):
 
     name: Literal["fedavg", "clip", "dp", "median", "trimmed-mean", "krum", "multi-krum", "norm-detector"] = "fedavg"
     norm_bound: Ratio | None = Field(
-        None, gt=0, description="S; None = the largest benign norm of the last pretraining round"
+        None, gt=0, description="S; None = the largest benign norm in the last 10 pretraining rounds"
     )
     noise_multiplier: Ratio = Field(0.01, ge=0, description="DP-FedAvg z (noise std / S on the sum)")
     delta: Ratio = Field(1e-5, gt=0, lt=1, description="DP delta for the reported epsilon")

@@ -44,6 +44,8 @@ from poisonlab.rng import SeedTree
 
 STORE = "results.sqlite"
 ATTACKER_ID = 0
+BOUND_WINDOW = 10
+"""Pretraining rounds whose benign update norms set the default server bound S (their maximum)."""
 
 
 class FLSetup:
@@ -160,7 +162,8 @@ def pretrain(
         hyperparameters=setup.hyperparameters(),
     )
     final, history = engine.run(setup.initial.clone(), rounds)
-    meta = {"rounds": rounds, "pretrain_hash": phash, "last_norms": history[-1]["aggregator"].get("norms", [])}
+    recent = [n for h in history[-BOUND_WINDOW:] for n in h["aggregator"].get("norms", [])]
+    meta = {"rounds": rounds, "pretrain_hash": phash, "last_norms": recent}
     meta.update(setup.evaluate(final))
     meta["seconds"] = sum(h["train_seconds"] + h["aggregate_seconds"] for h in history)
     save_artifact(folder / "model", "fl-global", {"global": final}, meta)
@@ -168,7 +171,7 @@ def pretrain(
 
 
 def server_bound(config: FLExperimentConfig, pre: dict[str, Any]) -> float | None:
-    """S: the configured bound, else the largest benign update norm in the last pretraining round."""
+    """S: the configured bound, else the largest benign update norm in the last pretraining rounds."""
     if config.aggregator.norm_bound is not None:
         return float(config.aggregator.norm_bound)
     norms = pre.get("last_norms") or []

@@ -9,7 +9,8 @@ Two strategies compute the same thing (equal up to float rounding, checked by th
 
 - ``"vmap"``: the K clients' step t is one vmapped ``grad`` over stacked (K, D) parameters; clients with fewer
   steps are masked out (their parameters and momentum stay untouched once they are done).
-- ``"sequential"``: the same functional step, one client after another (the oracle).
+- ``"sequential"``: the same step, one client after another, with plain autograd (the oracle; the faster one on
+  CPU for conv nets, where vmap lowers to grouped convolutions: measurements in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -119,8 +120,7 @@ class LocalTrainer:
             raise ConfigError(f"fl.engine: unknown local strategy {strategy!r}; expected vmap or sequential")
         self.model, self.layout, self.recipe, self.strategy = model, layout, recipe, strategy
         self.images, self.labels = images, labels
-        self._grad = grad(self._loss)
-        self._vgrad = vmap(self._grad)
+        self._vgrad = vmap(grad(self._loss))
 
     def _loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = functional_call(self.model, self.layout.unflatten(flat), (x,))
@@ -154,9 +154,11 @@ class LocalTrainer:
                 x, y, m = self.images[safe], self.labels[safe], valid.to(params.dtype)
                 if batched:
                     g = self._vgrad(params, x, y, m)
-                else:  # one client: drop the padding rows instead of masking them
+                else:  # one client: drop the padding rows; plain autograd (func.grad's overhead is ~2x here)
                     keep = valid[0]
-                    g = self._grad(params[0], x[0][keep], y[0][keep], m[0][keep])[None]
+                    leaf = params[0].detach().requires_grad_(True)
+                    loss = self._loss(leaf, x[0][keep], y[0][keep], m[0][keep])
+                    g = torch.autograd.grad(loss, leaf)[0][None]
                 with torch.no_grad():
                     if r.weight_decay:
                         g = g + r.weight_decay * params

@@ -18,6 +18,9 @@ from poisonlab.errors import ConfigError
 from poisonlab.fl.messages import ClientUpdate, ServerPayload
 from poisonlab.fl.params import ParamLayout
 
+SAFETY = 1e-5
+"""Relative margin kept below the norm bound, so float32 rounding of the scaled update cannot cross it."""
+
 
 @dataclass(frozen=True)
 class AttackerRecipe:
@@ -117,11 +120,12 @@ class ModelReplacement:
         """Train the backdoored model X from the payload and submit the scaled update."""
         g = payload.global_state
         gamma = self.scale_for(payload)
-        radius = None if self.norm_bound is None else self.norm_bound / gamma
+        limit = None if self.norm_bound is None else self.norm_bound * (1 - SAFETY)
+        radius = None if limit is None else limit / gamma
         x = self.train(g, generator, radius)
         diff = x - g
         dist = float(diff.double().norm())
-        used = gamma if self.norm_bound is None or dist == 0 else min(gamma, self.norm_bound / dist)
+        used = gamma if limit is None or dist == 0 else min(gamma, limit / dist)
         self.last.update(gamma=gamma, gamma_used=used, distance=dist, submitted_norm=used * dist)
         return ClientUpdate(self.client_id, used * diff, len(self.images))
 
