@@ -82,7 +82,7 @@ class InvertingGradients(GradientInversion):
         # one row per (update, restart) candidate
         y = torch.stack(labels).repeat_interleave(r_count, dim=0)
         target = [torch.stack([u.tensors[k] for u in updates]).repeat_interleave(r_count, dim=0) for k in names]
-        x = torch.cat([self._init(payload, i, u.num_images, mean, std) for i, u in enumerate(updates)])
+        x = torch.cat([self.initial_images(payload, i, u.num_images, mean, std) for i, u in enumerate(updates)])
         simulate = update_simulator(payload, updates[0])
 
         def objective(xc: torch.Tensor, tg: list[torch.Tensor], yc: torch.Tensor):
@@ -154,7 +154,9 @@ class InvertingGradients(GradientInversion):
             )
         return out
 
-    def _init(self, payload: ServerPayload, index: int, n: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    def initial_images(
+        self, payload: ServerPayload, index: int, n: int, mean: torch.Tensor, std: torch.Tensor
+    ) -> torch.Tensor:
         """(R, B, C, H, W) starting images in pixel space: the reference's draw in normalised units, mapped back."""
         cfg = self.config
         gen = SeedTree(self.seed).child(f"update-{index}").generator("init")
