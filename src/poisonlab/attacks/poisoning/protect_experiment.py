@@ -44,12 +44,12 @@ CONFIG = "config.yaml"
 
 
 def choose_protected(train: Dataset, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """The ids to protect: all of them (in dataset order) for fraction 1, else an exact random subset, sorted."""
+    """The ids to protect, in a random order: an exact random subset of ``fraction`` of the training set.
+
+    The order is the release (and poison batch) order, so each poison batch is a random, class-mixed sample
+    like a victim's minibatch, even when the dataset is stored sorted by class."""
     k = PoisonBudget(fraction=fraction).resolve(len(train))
-    if k == len(train):
-        return train.ids.cpu().clone()
-    pick = torch.randperm(len(train), generator=generator)[:k]
-    return train.ids.cpu()[pick].sort().values
+    return train.ids.cpu()[torch.randperm(len(train), generator=generator)[:k]]
 
 
 def protect_experiment(
