@@ -26,6 +26,12 @@ from poisonlab.attacks.poisoning.protect_commands import (
     run_protect,
 )
 from poisonlab.defenses.dp.commands import add_epsilon_parser, run_epsilon
+from poisonlab.defenses.dp.impact_commands import (
+    add_disparate_impact_parser,
+    add_privacy_audit_parser,
+    run_disparate_impact,
+    run_privacy_audit,
+)
 from poisonlab.errors import Interrupted, PoisonlabError
 from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
 from poisonlab.fl.commands import add_fl_parser, run_fl
@@ -101,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_trials_parser(sub)
     add_epsilon_parser(sub)
+    add_disparate_impact_parser(sub)
+    add_privacy_audit_parser(sub)
     add_fl_parser(sub)
     add_mia_parser(sub)
     add_protect_parser(sub)
@@ -238,6 +246,8 @@ COMMANDS = {
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
     "epsilon": run_epsilon,
+    "disparate-impact": run_disparate_impact,
+    "privacy-audit": run_privacy_audit,
     "fl": run_fl,
     "mia": run_mia,
     "protect": run_protect,
