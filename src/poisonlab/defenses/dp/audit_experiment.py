@@ -33,6 +33,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.experiments.job import environment, resolve_device
 from poisonlab.experiments.store import ResultStore
 from poisonlab.io.atomic import write_bytes_atomic
+from poisonlab.metrics.membership import auc
 from poisonlab.rng import SeedTree
 from poisonlab.training.evaluate import evaluate
 
@@ -148,6 +149,7 @@ def _audit_run(
         "epsilon_lb": one_run.epsilon_lb,
         "one_run": one_run.as_dict(),
         "threshold_bound": heuristic,
+        "canary_auc": auc(scores.numpy(), inc.numpy()),
         "below_accountant": one_run.epsilon_lb <= claimed,
         "test_accuracy": evaluate(model, test.to(device))["accuracy"],
         "steps": dp.steps,
