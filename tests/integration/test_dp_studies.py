@@ -23,7 +23,7 @@ from poisonlab.defenses.dp.dp_sgd import DPSGD
 from poisonlab.defenses.dp.impact_experiment import KIND, disparate_impact_experiment
 from poisonlab.defenses.dp.private_run import planned_epsilon, resolve_noise, train_model
 from poisonlab.defenses.dp.study_config import load_audit_config, load_impact_config
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, Interrupted
 from poisonlab.experiments.store import ResultStore
 from poisonlab.rng import SeedTree
 
@@ -67,6 +67,24 @@ def test_disparate_impact_end_to_end_resume_and_determinism(tmp_path: Path) -> N
     assert fresh["rows"] == out["rows"]  # bit-identical metrics from the same seeds
     other = _impact(tmp_path / "c", ["seed=5", "impact.seeds=1"])
     assert other["rows"] != out["rows"][:2]
+
+
+def test_disparate_impact_resumes_bit_identically_after_a_stop(tmp_path: Path) -> None:
+    """Stop inside the DP arm (checkpoint + Interrupted), rerun: same rows as an uninterrupted run (the DP hook's
+    generator and ledger and the clipping statistics come back from the checkpoint)."""
+    overrides = [*TINY, "train.epochs=2", "impact.seeds=1", "impact.keep_fraction=0.2", "runtime.checkpoint_every=1"]
+    config = load_impact_config(overrides=overrides)
+    calls = {"n": 0}
+
+    def stop_in_dp_arm() -> bool:  # the non-private arm takes 2 * 21 steps, then DP-SGD starts
+        calls["n"] += 1
+        return calls["n"] == 60
+
+    with pytest.raises(Interrupted):
+        disparate_impact_experiment(config, tmp_path / "a", should_stop=stop_in_dp_arm)
+    resumed = disparate_impact_experiment(config, tmp_path / "a")
+    straight = disparate_impact_experiment(config, tmp_path / "b")
+    assert resumed["rows"] == straight["rows"]
 
 
 def test_disparate_impact_target_epsilon_and_bad_config(tmp_path: Path) -> None:
