@@ -11,6 +11,12 @@ from typing import Any
 
 from poisonlab.attacks.federated.inversion.commands import add_invert_parser, run_invert
 from poisonlab.attacks.inference.commands import add_mia_parser, run_mia
+from poisonlab.attacks.inference.privacy_commands import (
+    add_attribute_parser,
+    add_canary_parser,
+    run_attribute,
+    run_canary,
+)
 from poisonlab.attacks.poisoning.commands import (
     add_craft_parser,
     add_evaluate_parser,
@@ -34,6 +40,7 @@ from poisonlab.defenses.dp.impact_commands import (
 )
 from poisonlab.errors import Interrupted, PoisonlabError
 from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
+from poisonlab.experiments.results_commands import add_results_parser, run_results
 from poisonlab.fl.commands import add_fl_parser, run_fl
 
 EXIT_USAGE = 2
@@ -59,6 +66,32 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="shortcut for --set runtime.device=... (auto, cpu, cuda)")
 
 
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="KEY=VALUES",
+        help="run every point of a grid, e.g. --sweep seed=0..9 train.lr=0.01,0.05 (resumable; one row per point)",
+    )
+    p.add_argument("--executor", choices=["sequential", "local", "ray"], default="sequential", help="sweep executor")
+    p.add_argument("--workers", type=int, help="sweep: parallel points (default: one per core)")
+
+
+def _cmd_sweep(experiment: str, args: argparse.Namespace, overrides: list[str]) -> int:
+    from poisonlab.experiments.sweep import run_sweep
+
+    out = run_sweep(
+        experiment, args.config, overrides, args.sweep, args.workdir, args.executor, args.workers, not args.quiet
+    )
+    print(f"poisonlab {experiment} sweep: {len(out['points'])} points, config {out['config_hash']}")
+    for key in out["points"]:
+        m = out["rows"][key]["metrics"]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "train_seconds")
+        print(f"  {key}: {shown}")
+    print(f"results: {Path(args.workdir) / 'results.sqlite'} (poisonlab results {args.workdir})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poisonlab",
@@ -78,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--workdir", required=True, help="folder for checkpoints, the model, results and the report")
     tr.add_argument("--force-new", action="store_true", help="discard checkpoints of an earlier run in WORKDIR")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sweep_args(tr)
 
     bd = sub.add_parser(
         "backdoor",
@@ -102,18 +136,22 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--no-control", action="store_true", help="skip the clean control models")
     bd.add_argument("--dryrun", action="store_true", help="tiny smoke run: 64 training samples, 1 epoch, 1 victim")
     bd.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sweep_args(bd)
 
     add_craft_parser(sub)
     add_evaluate_parser(sub)
     add_trials_parser(sub)
     add_epsilon_parser(sub)
+    add_fl_parser(sub)
     add_disparate_impact_parser(sub)
     add_privacy_audit_parser(sub)
-    add_fl_parser(sub)
-    add_mia_parser(sub)
     add_protect_parser(sub)
     add_evaluate_protection_parser(sub)
+    add_mia_parser(sub)
+    add_attribute_parser(sub)
+    add_canary_parser(sub)
     add_audit_parser(sub)
+    add_results_parser(sub)
     add_invert_parser(sub)
 
     ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
@@ -161,6 +199,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from poisonlab.experiments.job import apply_runtime, stop_on_signals
     from poisonlab.experiments.train import train_experiment
 
+    if args.sweep:
+        return _cmd_sweep("train", args, _overrides(args))
     config = load_config(args.config, _overrides(args))
     apply_runtime(config.runtime)
     t0 = time.perf_counter()
@@ -200,6 +240,8 @@ def _cmd_backdoor(args: argparse.Namespace) -> int:
             overrides.append(f"backdoor.{flag}={value}")
     if args.no_control:
         overrides.append("backdoor.control=false")
+    if args.sweep:
+        return _cmd_sweep("backdoor", args, overrides)
     config = load_backdoor_config(args.config, overrides)
     apply_runtime(config.runtime)
     with stop_on_signals() as should_stop:
@@ -246,13 +288,16 @@ COMMANDS = {
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
     "epsilon": run_epsilon,
+    "fl": run_fl,
     "disparate-impact": run_disparate_impact,
     "privacy-audit": run_privacy_audit,
-    "fl": run_fl,
-    "mia": run_mia,
     "protect": run_protect,
     "evaluate-protection": run_evaluate_protection,
+    "mia": run_mia,
+    "attribute-inference": run_attribute,
+    "canary": run_canary,
     "audit": run_audit,
+    "results": run_results,
     "invert": run_invert,
     "evaluate": _cmd_evaluate,
 }

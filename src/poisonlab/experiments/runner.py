@@ -207,3 +207,11 @@ class _Pool:
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def selftest_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    """A trivial trial for checking an executor (and for tests): ``x**2`` and where it ran."""
+    import socket
+
+    x = float(spec["x"])
+    return {"metrics": {"y": x * x}, "meta": {"pid": os.getpid(), "host": socket.gethostname()}}

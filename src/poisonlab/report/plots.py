@@ -24,3 +24,28 @@ def training_curves_png(history: Sequence[dict[str, float]]) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def image_rows_png(rows: Sequence[object], labels: Sequence[str], scale: float = 1.0) -> bytes:
+    """Rows of images (each a tensor (K, C, H, W) in [0, 1]) tiled into one picture, a label per row."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    k = max(int(r.shape[0]) for r in rows)  # type: ignore[attr-defined]
+    fig = Figure(figsize=(scale * 1.0 * k + 0.8, scale * 1.1 * len(rows)), dpi=100)
+    axes = fig.subplots(len(rows), k, squeeze=False)
+    for i, (imgs, label) in enumerate(zip(rows, labels)):
+        for j in range(k):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < imgs.shape[0]:  # type: ignore[attr-defined]
+                img = imgs[j].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()  # type: ignore[index]
+                ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            if j == 0:
+                ax.set_title(label, fontsize=8, loc="left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -39,6 +39,28 @@ class BackdoorProbe(Probe):
     }
     seconds = {"quick": 40.0, "standard": 60.0, "full": 60.0}
 
+    def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
+        """Eight training images before and after the trigger is stamped (what the poisons look like)."""
+        row = next((r for d in entry["defenses"].values() for r in d["rows"]), None)
+        if row is None:
+            return []
+        from poisonlab.config import ExperimentConfig, build
+        from poisonlab.data.registry import load_dataset
+        from poisonlab.report.plots import image_rows_png
+
+        config = build(ExperimentConfig, row["meta"]["base_config"])
+        params = self.plans["quick"]
+        cfg = BackdoorConfig(poison_fraction=params["poison_fraction"], target_class=params["target_class"])
+        train = load_dataset(config.data.name, config.data.root).train
+        trigger = build_trigger(cfg, train.shape, SeedTree(row["seed"]).child("backdoor").generator("trigger"))
+        x = train.images[:8].cpu()
+        return [
+            (
+                f"clean (top) and triggered (bottom) training images; triggered ones are labelled {cfg.target_class}",
+                image_rows_png([x, trigger.apply(x)], ["clean", "triggered"]),
+            )
+        ]
+
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     ctx = TrialContext.from_spec(spec)
@@ -74,7 +96,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             filter_precision=caught / max(len(removed), 1),
             filter_recall=caught / max(len(poison_ids), 1),
         )
-    return {"metrics": metrics, "meta": ctx.meta(seeds=seeds.record(), trigger=cfg.trigger)}
+    meta = ctx.meta(seeds=seeds.record(), trigger=cfg.trigger, base_config=ctx.base.model_dump(mode="json"))
+    return {"metrics": metrics, "meta": meta}
 
 
 register(BackdoorProbe())
