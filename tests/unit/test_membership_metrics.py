@@ -91,6 +91,8 @@ def test_bootstrap_deterministic_and_covering() -> None:
     assert a["auc"]["lo"] < full["auc"] < a["auc"]["hi"]
     assert a["0.01"]["lo"] <= full["tpr_at_fpr"]["0.01"] <= a["0.01"]["hi"]
     assert a["balanced_accuracy"]["lo"] < full["balanced_accuracy"] < a["balanced_accuracy"]["hi"]
+    with_iv = membership_metrics(scores, labels, generator=torch.Generator().manual_seed(7), n_boot=200)
+    assert with_iv["intervals"] == a and "intervals" not in full
 
 
 def test_bootstrap_ratio_paired() -> None:

@@ -116,16 +116,23 @@ def _fpr_key(fpr: float) -> str:
     return f"{fpr:g}"
 
 
-def membership_metrics(scores: ArrayLike, labels: ArrayLike, fprs: tuple[float, ...] = DEFAULT_FPRS) -> dict[str, Any]:
-    """All membership metrics of one score vector, JSON-ready.
+def membership_metrics(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    fprs: tuple[float, ...] = DEFAULT_FPRS,
+    generator: torch.Generator | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """All membership metrics of one score vector (higher = member; labels 1 = member), JSON-ready.
 
     Returns ``{"auc", "balanced_accuracy", "n_members", "n_nonmembers", "tpr_at_fpr": {"0.001": tpr, ...},
     "fpr_points": {"0.001": {"tpr", "true_positives", "false_positives", "achieved_fpr",
-    "max_false_positives", "n_negatives", "n_positives", "fpr"}, ...}}``.
+    "max_false_positives", "n_negatives", "n_positives", "fpr"}, ...}}``, plus, when a ``generator`` is
+    given, ``"intervals"``: 95% stratified bootstrap intervals (see :func:`bootstrap_metrics`).
     """
     s, y = _as_arrays(scores, labels)
     points = {_fpr_key(f): _at_fpr(s, y, f) for f in fprs}
-    return {
+    out = {
         "auc": auc(s, y),
         "balanced_accuracy": balanced_accuracy(s, y),
         "n_members": int(y.sum()),
@@ -133,6 +140,9 @@ def membership_metrics(scores: ArrayLike, labels: ArrayLike, fprs: tuple[float, 
         "tpr_at_fpr": {k: float(v["tpr"]) for k, v in points.items()},
         "fpr_points": points,
     }
+    if generator is not None:
+        out["intervals"] = bootstrap_metrics(s, y, generator, n_boot, fprs)
+    return out
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -238,7 +248,10 @@ def bootstrap_ratio(
         ratios = t / c  # x/0 = inf, 0/0 = NaN (dropped from the quantiles)
         ratio = full_t / full_c if full_c > 0 else (math.inf if full_t > 0 else math.nan)
     defined = ratios[~np.isnan(ratios)]
-    lo, hi = np.quantile(defined, [(1 - confidence) / 2, (1 + confidence) / 2]) if defined.size else (math.nan,) * 2
+    lo, hi = math.nan, math.nan
+    if defined.size:  # no interpolation: ratios may be +inf (control 0 in a resample)
+        lo = float(np.quantile(defined, (1 - confidence) / 2, method="lower"))
+        hi = float(np.quantile(defined, (1 + confidence) / 2, method="higher"))
     d = _interval(t - c, confidence)
     return {
         "ratio": float(ratio),

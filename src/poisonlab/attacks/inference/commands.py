@@ -84,7 +84,7 @@ def format_table(row: dict[str, Any]) -> list[str]:
         lines.append("Truth Serum on the targets (poisoned / clean, paired bootstrap 95%):")
         for attack, amp in s["amplification"].items():
             a, t1 = amp["auc"], amp.get("0.01")
-            text = f"  {attack:<20} AUC {a['control']:.3f} -> {a['treated']:.3f} (+{a['difference']:.3f} "
+            text = f"  {attack:<20} AUC {a['control']:.3f} -> {a['treated']:.3f} ({a['difference']:+.3f} "
             text += f"[{a['difference_lo']:.3f}, {a['difference_hi']:.3f}])"
             if t1 is not None:
                 text += f"; TPR@1% x{t1['ratio']:.2f} [{t1['lo']:.2f}, {t1['hi']:.2f}]"
