@@ -40,6 +40,7 @@ from poisonlab.defenses.dp.impact_commands import (
 )
 from poisonlab.errors import Interrupted, PoisonlabError
 from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
+from poisonlab.experiments.reproduce import add_reproduce_parser, run_reproduce
 from poisonlab.experiments.results_commands import add_results_parser, run_results
 from poisonlab.fl.commands import add_fl_parser, run_fl
 
@@ -152,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     add_canary_parser(sub)
     add_audit_parser(sub)
     add_results_parser(sub)
+    add_reproduce_parser(sub)
     add_invert_parser(sub)
 
     ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
@@ -298,6 +300,7 @@ COMMANDS = {
     "canary": run_canary,
     "audit": run_audit,
     "results": run_results,
+    "reproduce": run_reproduce,
     "invert": run_invert,
     "evaluate": _cmd_evaluate,
 }

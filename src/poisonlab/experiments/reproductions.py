@@ -1,0 +1,88 @@
+"""The seed papers' small-scale reproductions (see :mod:`poisonlab.experiments.reproduce`).
+
+Claims are ALGORITHMS.md's headline numbers ([paper~] = approximate). The bars test the *direction and
+rough size* of each effect at our scale (mnist5k, small ConvNets, 2 CPU cores), never the paper's absolute
+numbers on CIFAR-10/ImageNet.
+"""
+
+from __future__ import annotations
+
+from poisonlab.experiments.reproduce import Reproduction, _all, _at_least, _at_most, register
+
+_SUMMARY = "report/result.json"
+
+register(
+    Reproduction(
+        name="badnets",
+        paper="BadNets (Gu et al. 2017)",
+        claim="a patch trigger on a few % of relabelled training images gives ~99% ASR with no clean-accuracy loss",
+        scale="mnist5k, ConvNet width 16, 6 epochs, 5% poisons, 3 victim seeds + paired clean controls",
+        argv=("backdoor", "--config", "recipes/backdoor-patch.yaml", "--victims", "3", "--quiet", "--workdir", "{workdir}"),
+        result=_SUMMARY,
+        metrics={"asr": "summary.backdoor_pooled.rate", "drop": "summary.accuracy_drop.mean"},
+        verdict=_all(_at_least("asr", 0.9, "ASR"), _at_most("drop", 0.02, "accuracy drop")),
+    )
+)
+
+register(
+    Reproduction(
+        name="blind-backdoors",
+        paper="Blind Backdoors in Deep Learning Models (Bagdasaryan & Shmatikov 2021)",
+        claim="a loss-computation compromise with MGDA balancing reaches ~100% backdoor accuracy, main task within ~1 pt",
+        scale="mnist5k, ConvNet width 16, single-pixel trigger, 3 victim seeds + paired clean controls",
+        argv=(
+            "backdoor", "--config", "recipes/backdoor-blind-pixel.yaml", "--victims", "3", "--quiet",
+            "--workdir", "{workdir}",
+        ),  # fmt: skip
+        result=_SUMMARY,
+        metrics={"asr": "summary.backdoor_pooled.rate", "drop": "summary.accuracy_drop.mean"},
+        verdict=_all(_at_least("asr", 0.9, "backdoor accuracy"), _at_most("drop", 0.02, "accuracy drop")),
+    )
+)
+
+_TRIALS = ("trials", "--config", "recipes/mnist5k-convnet.yaml", "--eps", "128/255", "--quiet")
+
+register(
+    Reproduction(
+        name="witches-brew",
+        paper="Witches' Brew (Geiping et al., ICLR 2021)",
+        claim="gradient matching from scratch poisons a target with ~90% success at 16/255 and 1% budget (CIFAR-10); "
+        "a reference implementation reached ~40% on MNIST at 128/255",
+        scale="mnist5k, ConvNet width 16, from scratch, 1% budget, 128/255, 2 restarts x 250 steps, 3 trials x 1 victim",
+        argv=(*_TRIALS, "--recipe", "gradient-matching", "--restarts", "2", "--no-augment", "--trials", "3",
+              "--victims", "1", "--workdir", "{workdir}"),  # fmt: skip
+        result=_SUMMARY,
+        metrics={"success": "summary.poisoned.success.rate", "control": "summary.control.success.rate"},
+        verdict=_all(_at_least("success", 0.5, "success"), _at_most("control", 0.0, "noise control")),
+        notes="MNIST from scratch is far harder than CIFAR-10; see benchmarks/RESULTS.md",
+    )
+)
+
+register(
+    Reproduction(
+        name="poison-frogs",
+        paper="Poison Frogs (Shafahi et al., NeurIPS 2018)",
+        claim="feature-collision poisons make a transfer-learned victim misclassify the target (~100% one-shot "
+        "kill on a frozen feature extractor)",
+        scale="mnist5k, ConvNet width 16, transfer (frozen pretrained extractor), 1% budget, 128/255, 3 trials x 2 victims",
+        argv=(*_TRIALS, "--recipe", "feature-collision", "--scenario", "transfer", "--restarts", "1", "--no-augment",
+              "--trials", "3", "--victims", "2", "--workdir", "{workdir}"),  # fmt: skip
+        result=_SUMMARY,
+        metrics={"success": "summary.poisoned.success.rate", "control": "summary.control.success.rate"},
+        verdict=_all(_at_least("success", 0.5, "success"), _at_most("control", 0.0, "noise control")),
+    )
+)
+
+register(
+    Reproduction(
+        name="metapoison",
+        paper="MetaPoison (Huang et al., NeurIPS 2020)",
+        claim="unrolled meta-learned poisons reach ~100% success at 1% budget, 8/255 on CIFAR-10 [paper~]",
+        scale="mnist5k, ConvNet width 16, from scratch, 1% budget, 128/255, 2 trials x 1 victim",
+        argv=(*_TRIALS, "--recipe", "metapoison", "--restarts", "1", "--steps", "60", "--no-augment", "--trials", "2",
+              "--victims", "1", "--workdir", "{workdir}"),  # fmt: skip
+        result=_SUMMARY,
+        metrics={"success": "summary.poisoned.success.rate", "control": "summary.control.success.rate"},
+        verdict=_all(_at_least("success", 0.5, "success"), _at_most("control", 0.0, "noise control")),
+    )
+)

@@ -1,0 +1,113 @@
+"""The audit end to end on tiny data: trials, resume, JSON, and the report rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from poisonlab.experiments.audit.config import load_audit_config
+from poisonlab.experiments.audit.probe_targeted import TargetedProbe
+from poisonlab.experiments.audit.probes import PROBES, load_probes
+from poisonlab.experiments.audit.suite import audit_experiment, plan_trials
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+OVERRIDES = [
+    "data.name=digits",
+    "model.name=mlp",
+    "model.width=32",
+    "train.epochs=2",
+    "train.lr=0.05",
+    "runtime.device=cpu",
+    "audit.attacks=[clean,backdoor,targeted]",
+    "audit.defenses=[none,mixup,spectral]",
+    "audit.executor=sequential",
+]
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    load_probes()
+    tiny = {"trials": 1, "victims": 1, "recipe": "feature-collision", "scenario": "transfer", "steps": 5}
+    old = TargetedProbe.plans
+    PROBES.get("targeted").plans = {"quick": tiny}  # type: ignore[misc]
+    try:
+        work = tmp_path_factory.mktemp("audit")
+        result = audit_experiment(load_audit_config("default", None, OVERRIDES), work)
+    finally:
+        PROBES.get("targeted").plans = old  # type: ignore[misc]
+    return work, result
+
+
+def test_audit_rows_and_summary(audited: tuple[Path, dict]) -> None:
+    work, result = audited
+    probes = result["probes"]
+    assert set(probes) == {"clean", "backdoor", "targeted"}
+    assert set(probes["clean"]["defenses"]) == {"none", "mixup", "spectral"}
+    assert set(probes["targeted"]["defenses"]) == {"none", "mixup"}  # filters are not measured on it
+    bd = probes["backdoor"]["defenses"]["none"]
+    m = bd["rows"][0]["metrics"]
+    assert 0 <= m["backdoor_rate"] <= 1 and m["backdoor_n"] > 0 and m["poisons"] > 0
+    assert bd["summary"]["backdoor_rate"]["lo"] <= bd["summary"]["backdoor_rate"]["mean"]
+    spectral = probes["backdoor"]["defenses"]["spectral"]["rows"][0]["metrics"]
+    assert 0 <= spectral["filter_recall"] <= 1 and spectral["removed"] > 0
+    text = (work / "report" / "audit.json").read_text()
+    parsed = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in audit.json"))
+    assert parsed["probes"]["clean"]["defenses"]["none"]["rows"][0]["metrics"]["clean_accuracy"] > 0.3
+
+
+def test_audit_resumes_without_recomputing(audited: tuple[Path, dict]) -> None:
+    work, first = audited
+    log_before = (work / "audit.log").read_text()
+    load_probes()
+    tiny = {"trials": 1, "victims": 1, "recipe": "feature-collision", "scenario": "transfer", "steps": 5}
+    old = TargetedProbe.plans
+    PROBES.get("targeted").plans = {"quick": tiny}  # type: ignore[misc]
+    try:
+        config = load_audit_config("default", None, OVERRIDES)
+        again = audit_experiment(config, work)
+        assert len(plan_trials(config, work)) == len(log_before.splitlines())
+    finally:
+        PROBES.get("targeted").plans = old  # type: ignore[misc]
+    assert (work / "audit.log").read_text() == log_before
+    for name, entry in first["probes"].items():
+        for defense, d in entry["defenses"].items():
+            assert again["probes"][name]["defenses"][defense]["rows"] == d["rows"]
+
+
+def test_report_renders_in_headless_chromium(audited: tuple[Path, dict]) -> None:
+    """Tables and images render with no console errors; a screenshot is kept in test-artifacts/."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    work, _ = audited
+    page_path = work / "report" / "index.html"
+    errors: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_path.as_uri())
+            page.wait_for_load_state("load")
+            assert page.title() == "poisonlab audit"
+            assert page.locator("table").count() >= 4
+            headers = page.locator("table").first.locator("th").all_inner_texts()
+            assert headers[:2] == ["defense", "clean accuracy"]
+            widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+            assert len(widths) >= 2 and all(w > 0 for w in widths), widths
+            link = page.locator("table").first.locator("a").first
+            target = link.get_attribute("href")
+            assert target and page.locator(target).count() == 1  # numbers link to their trial rows
+            page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
