@@ -77,12 +77,17 @@ PRESETS: dict[str, DefensePreset] = {
             {"inner": "pgd"},
         ),
         DefensePreset(
-            "spectral", "spectral-signature filter, then retrain", filter="spectral", params={"budget": 0.05}
+            "spectral",
+            "spectral-signature filter (assumed budget 1%: 1.5% of the set removed from every class), then retrain",
+            filter="spectral",
+            params={"budget": 0.01},
         ),
         DefensePreset(
             "activation-clustering", "activation-clustering filter, then retrain", filter="activation-clustering"
         ),
-        DefensePreset("deep-knn", "deep k-NN filter, then retrain", filter="deep-knn", params={"budget": 0.05}),
+        DefensePreset(
+            "deep-knn", "deep k-NN filter (assumed budget 1%), then retrain", filter="deep-knn", params={"budget": 0.01}
+        ),
     )
 }
 

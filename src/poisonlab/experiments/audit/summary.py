@@ -45,5 +45,6 @@ def fmt_interval(d: dict[str, Any] | None, digits: int = 3) -> str:
     if d is None:
         return "-"
     if d.get("lo") is None or d.get("hi") is None:
-        return f"{d['mean']:.{digits}f}"
+        mean = d["mean"]
+        return str(int(mean)) if float(mean).is_integer() and abs(mean) >= 1 else f"{mean:.{digits}f}"
     return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
