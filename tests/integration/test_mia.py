@@ -43,3 +43,11 @@ def test_mia_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "mia.shadows" in capsys.readouterr().err
     assert main(["mia", "--dataset", "digits", "--untargeted-share", "0.5", "--workdir", str(tmp_path)]) == 2
     assert "universe=train" in capsys.readouterr().err
+
+
+def test_mia_recipe_loads() -> None:
+    from poisonlab.attacks.inference.mia_config import load_mia_config
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "mia-mnist5k.yaml"
+    cfg = load_mia_config(path, ["mia.poison_targets=250"])
+    assert cfg.mia.shadows == 16 and cfg.mia.replicas == 8 and cfg.model.name == "convnet"

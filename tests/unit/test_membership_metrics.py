@@ -95,6 +95,22 @@ def test_bootstrap_deterministic_and_covering() -> None:
     assert with_iv["intervals"] == a and "intervals" not in full
 
 
+def test_weighted_resamples_equal_materialised_resamples() -> None:
+    from poisonlab.metrics.membership import _counts, _stratified_indices, _weighted_metrics
+
+    g = torch.Generator().manual_seed(5)
+    labels = (torch.rand(300, generator=g) < 0.3).numpy()
+    scores = torch.round(torch.randn(300, generator=g).double() * 4).numpy() / 4 + 0.5 * labels  # ties
+    idx = _stratified_indices(labels, 6, torch.Generator().manual_seed(0))
+    fast = _weighted_metrics(scores, labels, _counts(idx, 300), (0.01, 0.1))
+    for b in range(6):
+        m = membership_metrics(scores[idx[b]], labels[idx[b]], (0.01, 0.1))
+        assert fast["auc"][b] == pytest.approx(m["auc"], abs=1e-12)
+        assert fast["balanced_accuracy"][b] == pytest.approx(m["balanced_accuracy"], abs=1e-12)
+        assert fast["0.01"][b] == pytest.approx(m["tpr_at_fpr"]["0.01"], abs=1e-12)
+        assert fast["0.1"][b] == pytest.approx(m["tpr_at_fpr"]["0.1"], abs=1e-12)
+
+
 def test_bootstrap_ratio_paired() -> None:
     g = torch.Generator().manual_seed(4)
     labels = torch.rand(4000, generator=g) < 0.5

@@ -148,24 +148,35 @@ def membership_metrics(
 # ---------------------------------------------------------------- bootstrap
 
 
-def _batched_metrics(s: np.ndarray, y: np.ndarray, fprs: tuple[float, ...]) -> dict[str, np.ndarray]:
-    """AUC, balanced accuracy and TPR@FPR of each row of ``s`` (B, n) with labels ``y`` (B, n), vectorised."""
-    from scipy.stats import rankdata
-
-    p, n = y.sum(1), (~y).sum(1)
-    ranks = rankdata(s, axis=1)
-    auc_b = ((ranks * y).sum(1) - p * (p + 1) / 2) / (p * n)
-    order = np.argsort(-s, axis=1, kind="stable")
-    s_sorted, y_sorted = np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
-    tps, fps = np.cumsum(y_sorted, 1), np.cumsum(~y_sorted, 1)
-    last_of_tie = np.concatenate([s_sorted[:, 1:] != s_sorted[:, :-1], np.ones((len(s), 1), bool)], 1)
-    tpr, fpr = tps / p[:, None], fps / n[:, None]
-    bal = np.maximum(0.5, np.where(last_of_tie, 1 - (fpr + 1 - tpr) / 2, 0.0).max(1))
-    out = {"auc": auc_b, "balanced_accuracy": bal}
+def _weighted_metrics(
+    s: np.ndarray, y: np.ndarray, counts: np.ndarray, fprs: tuple[float, ...]
+) -> dict[str, np.ndarray]:
+    """AUC, balanced accuracy and TPR@FPR of B resamples of ``(s, y)``, resample b holding point i
+    ``counts[b, i]`` times. The points are sorted once; each resample's ROC is the counts' cumulative sums
+    at the original distinct thresholds (a threshold no resampled point sits at repeats the previous ROC
+    point, which changes neither the area nor a maximum), so a resample costs O(n), not a sort."""
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    w = counts[:, order].astype(np.float64)
+    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    tps = np.cumsum(w * y_sorted, 1)[:, last_of_tie]
+    fps = np.cumsum(w * ~y_sorted, 1)[:, last_of_tie]
+    p, n = tps[:, -1:], fps[:, -1:]
+    zero = np.zeros((len(w), 1))
+    tps0, fps0 = np.concatenate([zero, tps], 1), np.concatenate([zero, fps], 1)
+    area = (np.diff(fps0, axis=1) * (tps0[:, 1:] + tps0[:, :-1]) / 2).sum(1)
+    tpr, fpr = tps / p, fps / n
+    bal = np.maximum(0.5, (1 - (fpr + 1 - tpr) / 2).max(1))
+    out = {"auc": area / (p * n)[:, 0], "balanced_accuracy": bal}
     for f in fprs:
-        ok = last_of_tie & (fps < f * n[:, None])
-        out[_fpr_key(f)] = np.where(ok, tpr, 0.0).max(1)
+        out[_fpr_key(f)] = np.where(fps < f * n, tpr, 0.0).max(1)
     return out
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) multiplicities of the points drawn in each row of ``idx`` (B, m)."""
+    flat = (np.arange(len(idx))[:, None] * n + idx).reshape(-1)
+    return np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n)
 
 
 def _stratified_indices(y: np.ndarray, n_boot: int, generator: torch.Generator) -> np.ndarray:
@@ -207,7 +218,7 @@ def _bootstrap_draws(
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, n_boot, chunk):
         idx = _stratified_indices(y, min(chunk, n_boot - start), generator)
-        parts.append(_batched_metrics(s[idx], y[idx], fprs))
+        parts.append(_weighted_metrics(s, y, _counts(idx, len(s)), fprs))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -234,15 +245,15 @@ def bootstrap_ratio(
     fprs = (float(metric),) if metric not in ("auc", "balanced_accuracy") else ()
     if paired and not np.array_equal(yt, yc):
         raise ValueError("bootstrap_ratio: paired=True needs identical labels in both arms")
-    full_t = _batched_metrics(st[None], yt[None], fprs)[metric][0]
-    full_c = _batched_metrics(sc[None], yc[None], fprs)[metric][0]
+    full_t = _weighted_metrics(st, yt, np.ones((1, len(st)), int), fprs)[metric][0]
+    full_c = _weighted_metrics(sc, yc, np.ones((1, len(sc)), int), fprs)[metric][0]
     tb, cb = [], []
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         it = _stratified_indices(yt, size, generator)
         ic = it if paired else _stratified_indices(yc, size, generator)
-        tb.append(_batched_metrics(st[it], yt[it], fprs)[metric])
-        cb.append(_batched_metrics(sc[ic], yc[ic], fprs)[metric])
+        tb.append(_weighted_metrics(st, yt, _counts(it, len(st)), fprs)[metric])
+        cb.append(_weighted_metrics(sc, yc, _counts(ic, len(sc)), fprs)[metric])
     t, c = np.concatenate(tb), np.concatenate(cb)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = t / c  # x/0 = inf, 0/0 = NaN (dropped from the quantiles)

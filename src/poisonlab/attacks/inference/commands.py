@@ -94,6 +94,15 @@ def format_table(row: dict[str, Any]) -> list[str]:
             f"accuracy on other held-out points: clean {s['accuracy_clean_others']['mean']:.4f}, poisoned "
             f"{s['accuracy_poisoned_others']['mean']:.4f}, cost {c['mean']:.4f} [{c['lo']:.4f}, {c['hi']:.4f}] t95"
         )
+    if "untargeted" in s:
+        lines.append("untargeted poisoning, all points: precision of member calls at fixed recall, clean -> poisoned")
+        for attack, by_recall in s["untargeted"].items():
+            parts = [
+                f"recall {r}: {v['clean']:.3f} -> {v['poisoned']:.3f} (false calls x{1 / v['error_ratio']:.2f})"
+                for r, v in by_recall.items()
+            ]
+            lines.append(f"  {attack:<20} " + "; ".join(parts))
+        lines.append(f"accuracy on held-out points: untargeted {s['accuracy_untargeted']['mean']:.4f}")
     return lines
 
 
