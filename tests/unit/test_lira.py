@@ -58,7 +58,8 @@ def _reference_online(shadow_phi, keep, target_phi, fixed):
                     (d - np.median(d, 0)) ** 2
                     for d in (shadow_phi[keep[:, j], j][:in_size] for j in range(keep.shape[1]))
                 ]
-            )
+            ),
+            0,  # one sigma per view, pooled over points
         )
     )
     for j in range(keep.shape[1]):

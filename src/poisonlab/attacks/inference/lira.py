@@ -102,16 +102,18 @@ def _normal_logpdf(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray | float) -> 
     return -0.5 * ((x - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * math.log(2 * math.pi)
 
 
-def _fit(phi: np.ndarray, mask: np.ndarray, fixed_variance: bool) -> tuple[np.ndarray, np.ndarray | float]:
+def _fit(phi: np.ndarray, mask: np.ndarray, fixed_variance: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-point, per-view median of the masked shadow scores and their spread: the per-point standard
-    deviation, or (fixed variance) one global standard deviation of the scores around their point's median."""
+    deviation, or (fixed variance) one standard deviation per view, of the scores around their point's
+    median pooled over all points. (The reference pools one scalar over the views too; per view, a shifted
+    view that the model never trained on, and whose scores scatter widely, cannot drown the others.)"""
     x = _masked(phi, mask)
     mu = np.nanmedian(x, 0)
     if fixed_variance:
-        sigma: np.ndarray | float = float(np.sqrt(np.nanmean((x - mu[None]) ** 2)))
+        sigma = np.broadcast_to(np.sqrt(np.nanmean((x - mu[None]) ** 2, axis=(0, 1))), mu.shape)
     else:
         sigma = np.nanstd(x, 0)
-    return mu, np.maximum(sigma, 1e-30) if not fixed_variance else max(float(sigma), 1e-30)
+    return mu, np.maximum(sigma, 1e-30)
 
 
 def lira_online(
@@ -123,7 +125,7 @@ def lira_online(
         shadow_phi: (S, n, V) shadow models' scores.
         shadow_keep: (S, n) bool, point IN shadow model.
         target_phi: (n, V) the target model's scores.
-        fixed_variance: one global sigma shared by all points (the reference's choice with few shadows;
+        fixed_variance: one sigma per view shared by all points (the reference's choice with few shadows;
             the reference uses the IN scores' spread for both Gaussians, as here).
     """
     mu_in, s_in = _fit(shadow_phi, _balanced(shadow_keep, "IN"), fixed_variance)

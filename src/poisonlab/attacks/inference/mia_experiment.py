@@ -10,6 +10,7 @@ leave-one-model-out rotations; and writes a result row, ``results.json`` and ``r
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,12 +57,16 @@ def load_universe(name: str, which: str, root: str | None = None) -> tuple[Datas
 def arm_scores(
     models: list[nn.Sequential], universe: Dataset, views: list[tuple[int, int]], path: Path, key: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, n, V) phi and (N, n) correctness of every model on every universe point, cached as an artifact."""
+    """(N, n, V) phi and (N, n) correctness of every model on every universe point, cached as an artifact
+    (a cache with more views serves fewer: ``query_shifts(k)`` is a prefix of ``query_shifts(k + 1)``)."""
     if path.is_dir():
         tensors, meta = load_artifact(path, SCORES_KIND)
-        if meta.get("key") != key:
+        if str(meta.get("key", "")).split(":")[0] != key:
             raise CheckpointError(f"{path}: scores of another shadow set; use a fresh workdir")
-        return tensors["phi"], tensors["correct"]
+        cached = [tuple(v) for v in meta.get("views", [])]
+        if cached[: len(views)] == [tuple(v) for v in views]:
+            return tensors["phi"][:, :, : len(views)], tensors["correct"]
+        shutil.rmtree(path)
     phi = torch.stack([model_phi(m, universe.images, universe.labels, views) for m in models])
     correct = torch.stack([predict(m, universe.images) == universe.labels for m in models])
     save_artifact(path, SCORES_KIND, {"phi": phi, "correct": correct}, {"key": key, "views": views})
@@ -119,7 +124,7 @@ def mia_experiment(
         )  # fmt: skip
         timings[f"{name}_train_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        out = arm_scores(models, universe, views, workdir / f"{name}-{key}" / "scores", f"{key}:{views}")
+        out = arm_scores(models, universe, views, workdir / f"{name}-{key}" / "scores", key)
         timings[f"{name}_score_s"] = time.perf_counter() - t
         return out
 
@@ -222,9 +227,11 @@ def _write_outputs(workdir: Path, config: MiaExperimentConfig, row: dict[str, An
     from poisonlab.report.mia_plots import roc_png
 
     cfg = config.mia
-    trial_key = f"N{cfg.shadows}-M{cfg.poison_targets}-r{cfg.replicas}-u{cfg.untargeted_share:g}"
+    trial_key = f"N{cfg.shadows}-M{cfg.poison_targets}-r{cfg.replicas}-u{cfg.untargeted_share:g}-q{cfg.query_shift}"
     ResultStore(workdir / STORE).add("mia", row["config_hash"], trial_key, config.seed, row["metrics"], row)
-    write_bytes_atomic(workdir / "results.json", json.dumps(row, indent=1, default=float).encode())
+    text = json.dumps(row, indent=1, default=float).encode()
+    write_bytes_atomic(workdir / "results.json", text)
+    write_bytes_atomic(workdir / f"results-{trial_key}.json", text)
     curves = {
         f"{arm}/{subset}/{attack}": (r["scores"], r["labels"])
         for arm, subsets in result.items()
@@ -233,4 +240,8 @@ def _write_outputs(workdir: Path, config: MiaExperimentConfig, row: dict[str, An
         if attack in ("lira-online-fixed", "global") and (subset != "all" or "poisoned" not in result)
     }
     (workdir / "report").mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(workdir / "report" / "roc.png", roc_png(curves, title=f"{config.data.name} {config.model.name}"))
+    png = roc_png(
+        curves, title=f"{config.data.name} {config.model.name}, {cfg.shadows} models, views {len(row['views'])}"
+    )
+    write_bytes_atomic(workdir / "report" / "roc.png", png)
+    write_bytes_atomic(workdir / "report" / f"roc-{trial_key}.png", png)
