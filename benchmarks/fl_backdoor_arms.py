@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--attack-round", type=int, default=5)
     p.add_argument("--arms", nargs="*", help="attack/aggregator pairs, e.g. model-replacement/fedavg")
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--name", help="output name (default fl_arms_<task>)")
     args = p.parse_args()
     torch.set_num_threads(1)
     arms = [tuple(a.split("/")) for a in args.arms] if args.arms else ARMS
@@ -65,10 +66,11 @@ def main() -> None:
             flush=True,
         )
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"fl_arms_{args.task}.png").write_bytes(curves_png(curves, args.attack_round))
+    name = args.name or f"fl_arms_{args.task}"
+    (OUT / f"{name}.png").write_bytes(curves_png(curves, args.attack_round))
     cfg0 = load_fl_config(overrides=[*base, *args.overrides]).model_dump(mode="json")
     payload = {"task": args.task, "config": cfg0, "arms": results, "curves": curves, "environment": environment("cpu")}
-    print(write_json(f"fl_arms_{args.task}", payload))
+    print(write_json(name, payload))
 
 
 if __name__ == "__main__":
