@@ -21,7 +21,9 @@ class MiaConfig(Frozen):
     untargeted_share: Ratio = Field(0.0, ge=0, lt=1, description="untargeted arm: attacker's share (0: off)")
     label_noise_share: Ratio = Field(1.0, ge=0, le=1, description="untargeted: attacker samples relabelled")
     mislabeled_ood_share: Ratio = Field(0.0, ge=0, le=1, description="untargeted: inverted images, random label")
-    query_shift: int = Field(1, ge=0, le=4, description="query views: shifts up to this many pixels (0: none)")
+    query_shift: int = Field(
+        0, ge=0, le=4, description="query views: the image and shifts up to this many pixels (0: the image only)"
+    )
     k_at_once: int = Field(2, ge=1, le=256, description="shadow models per train_many call")
     strategy: Literal["auto", "sequential", "processes", "fused"] = "auto"
     n_boot: int = Field(1000, ge=10, le=100_000, description="bootstrap resamples for intervals")
