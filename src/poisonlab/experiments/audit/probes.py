@@ -72,4 +72,9 @@ def register(probe: Probe) -> Probe:
 
 def load_probes() -> None:
     """Import the modules that register probes (nothing runs at import time elsewhere)."""
-    from poisonlab.experiments.audit import probe_backdoor, probe_clean, probe_targeted  # noqa: F401
+    from poisonlab.experiments.audit import (  # noqa: F401
+        probe_backdoor,
+        probe_clean,
+        probe_membership,
+        probe_targeted,
+    )
