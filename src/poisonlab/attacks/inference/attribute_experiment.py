@@ -10,6 +10,8 @@ on every completion of every target and infers the attribute. One result row per
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +60,12 @@ class AttributeExperimentConfig(ExperimentConfig):
     )
     attack: AttributeInferenceConfig = AttributeInferenceConfig()
     trials: int = Field(3, ge=1, le=1000, description="independent trials (root seeds seed .. seed+trials-1)")
+
+    def config_hash(self) -> str:
+        """Hash of what changes a trial's result: not ``runtime``, nor ``trials`` (more trials extend a run)."""
+        payload = self.model_dump(mode="json")
+        payload.pop("runtime"), payload.pop("trials")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def load_attribute_config(

@@ -58,9 +58,9 @@ class CanaryExperimentConfig(Frozen):
     runtime: RuntimeConfig = RuntimeConfig()
 
     def config_hash(self) -> str:
-        """sha256 of every field that can change a result (not ``runtime``)."""
+        """Hash of what changes a trial's result: not ``runtime``, nor ``trials`` (more trials extend a run)."""
         payload = self.model_dump(mode="json")
-        payload.pop("runtime")
+        payload.pop("runtime"), payload.pop("trials")
         return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 

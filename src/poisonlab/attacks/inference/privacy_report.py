@@ -16,8 +16,11 @@ from poisonlab.report.html import image, page, table
 ARMS = ("clean", "poisoned")
 
 
-def _mean_ci(values: list[float]) -> dict[str, float]:
+def _mean_ci(values: list[float], bounds: tuple[float, float] | None = None) -> dict[str, float]:
+    """Mean and Student-t 95% interval over trials, clipped to ``bounds`` (a rate cannot leave [0, 1])."""
     mean, lo, hi = t_interval(values)
+    if bounds is not None and not math.isnan(lo):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return {"mean": mean, "lo": lo, "hi": hi, "n": len(values)}
 
 
@@ -42,7 +45,7 @@ def summarize_attribute(rows: list[dict[str, Any]]) -> dict[str, Any]:
             labels = [lab for x in res for lab in x["pair_labels"]]
             arm_out[attack] = {
                 "accuracy": pooled.as_dict(),
-                "accuracy_per_trial": _mean_ci([x["accuracy"] for x in res]),
+                "accuracy_per_trial": _mean_ci([x["accuracy"] for x in res], (0.0, 1.0)),
                 "mean_rank": sum(x["mean_rank"] * x["n"] for x in res) / max(pooled.n, 1),
                 "pair_auc": auc(scores, labels),
                 "pair_tpr_at_1pct_fpr": tpr_at_fpr(scores, labels, 0.01),
@@ -67,7 +70,7 @@ def summarize_canary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             res = [r[arm][scorer] for r in rows]
             arm_out[scorer] = {
-                "exposure": _mean_ci([x["exposure"] for x in res]),
+                "exposure": _mean_ci([x["exposure"] for x in res], (0.0, math.log2(rows[0]["space"]))),
                 "extraction": Proportion(sum(int(x["extracted"]) for x in res), len(res)).as_dict(),
                 "ranks": [int(x["rank"]) for x in res],
             }
