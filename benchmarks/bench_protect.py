@@ -59,7 +59,7 @@ def loop_protect(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
             loss.backward()
             u.grad[s : s + 512] = d.grad
             if step == 0:
-                first.append(float(loss))
+                first.append(float(loss.detach()))
         u.grad.sign_()
         opt.step()
         with torch.no_grad():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,13 @@ def _param(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--defense-param {item!r}: expected key=value")
-    return key.strip(), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and "/" in value:  # ratios such as eps=16/255
+        try:
+            value = float(Fraction(value))
+        except (ValueError, ZeroDivisionError):
+            pass
+    return key.strip(), value
 
 
 def _print_table(rows: list[tuple[str, Any]]) -> None:
