@@ -95,6 +95,9 @@ class FLExperimentConfig(Frozen):
     def _attack_fits(self) -> FLExperimentConfig:
         if self.attack.kind != "none" and self.attack.round > self.fl.rounds:
             raise ValueError(f"attack.round ({self.attack.round}) is after the last round ({self.fl.rounds})")
+        f = self.aggregator.byzantine
+        if self.aggregator.name in ("krum", "multi-krum") and self.fl.per_round <= 2 * f + 2:
+            raise ValueError(f"aggregator.byzantine: Krum needs per_round > 2f + 2 = {2 * f + 2}")
         return self
 
     def config_hash(self) -> str:

@@ -57,14 +57,23 @@ def run_flower_rounds(
         return HonestFlowerClient(local, shards, seeds).to_client()
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    start_simulation(
-        client_fn=client_fn,
-        num_clients=setup.federation.clients,
-        config=ServerConfig(num_rounds=rounds),
-        strategy=strategy,
-        client_resources={"num_cpus": 1},
-        ray_init_args={"include_dashboard": False, "num_cpus": max(1, torch.get_num_threads()), "log_to_driver": False},
-    )
+    try:
+        start_simulation(
+            client_fn=client_fn,
+            num_clients=setup.federation.clients,
+            config=ServerConfig(num_rounds=rounds),
+            strategy=strategy,
+            client_resources={"num_cpus": 1},
+            ray_init_args={
+                "include_dashboard": False,
+                "num_cpus": max(1, torch.get_num_threads()),
+                "log_to_driver": False,
+            },
+        )
+    except RuntimeError as err:  # Flower wraps every failure; surface our own one-line errors
+        if isinstance(err.__cause__, PoisonlabError):
+            raise err.__cause__ from None
+        raise
     if len(strategy.history) != rounds:
         raise PoisonlabError(f"flower: the simulation completed {len(strategy.history)} of {rounds} rounds")
     return strategy.global_vec, strategy.history
