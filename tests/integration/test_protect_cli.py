@@ -39,6 +39,7 @@ def test_protect_then_evaluate_with_resume(tmp_path, capsys) -> None:
     assert len(ResultStore(work / "results.sqlite").rows("protect-victim")) == 10
 
 
+@pytest.mark.slow
 def test_online_protect_through_the_cli(tmp_path, capsys) -> None:
     work = tmp_path / "o"
     args = ["protect", *TINY, "--fraction", "0.1", "--online", "--release-batches", "2", "--workdir", str(work)]
