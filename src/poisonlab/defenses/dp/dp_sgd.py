@@ -11,7 +11,8 @@ norm and sigma the noise multiplier:
 
 1. ``on_batch``: the trainer's fixed-size batch is discarded and replaced by a Poisson sample of the training set
    (each example independently with probability q: one ``torch.rand(N, generator=...) < q``).
-2. ``on_grads`` (after the trainer's backward, whose gradients are overwritten): per-example gradients with
+2. ``on_loss`` detaches the trainer's loss (the trainer's backward then computes nothing: its batch gradient
+   would be overwritten). ``on_grads``: per-example gradients with
    ``torch.func`` (``vmap(grad(functional_call))``), each clipped to l2 norm <= C over all trainable parameters
    (Opacus' flat clipping, factor ``min(1, C / (norm + 1e-6))``), summed, plus ``N(0, sigma^2 C^2 I)`` noise drawn
    from the hook's generator with Opacus' ``_generate_noise``, divided by the *expected* batch size q * N (Opacus'
@@ -28,7 +29,7 @@ Empty samples: with probability ``(1 - q)^N`` the Poisson sample is empty. The u
 (zero clipped sum + noise, divided by q * N), it is taken, and it is counted. This is the mechanism the accountant
 analyses; skipping the update would be wrong, because an unchanged model would reveal that no example -- in
 particular not the one whose privacy is at stake -- was sampled. (Opacus does the same.) The trainer's loss for an
-empty batch is replaced by a zero that still has a graph, so its backward and its epoch statistics stay finite.
+empty batch is replaced by a zero (a leaf, like every DP-SGD loss), so its backward and epoch statistics stay finite.
 
 Why ``torch.func`` and not Opacus' ``GradSampleModule``: wrapping the model renames its state_dict keys
 (``_module.``) and installs hooks on the trainer's model; ``torch.func`` computes the same per-sample gradients
@@ -244,10 +245,11 @@ class DPSGD(TrainingHook):
         return Batch(x, data.labels[idx], data.ids[idx])
 
     def on_loss(self, trainer: Trainer, batch: Batch, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        """An empty sample's mean loss is NaN: replace it by a zero with a graph (its gradient is overwritten)."""
-        if batch.x.shape[0] == 0:
-            return logits.sum() * 0.0
-        return loss
+        """Cut the trainer's loss from the model: its batch gradient would be overwritten by :meth:`on_grads`, so
+        the trainer's ``backward`` becomes a no-op on a leaf instead of a wasted full backward pass (the value is
+        kept for the epoch statistics). An empty sample's mean loss is NaN: it becomes 0."""
+        value = loss.detach() if batch.x.shape[0] else torch.zeros((), device=logits.device)
+        return value.requires_grad_()
 
     def on_grads(self, trainer: Trainer, batch: Batch) -> None:
         """Replace ``p.grad`` by (sum of clipped per-example gradients + noise) / (q N); record one step."""
