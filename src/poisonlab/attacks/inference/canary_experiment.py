@@ -53,7 +53,7 @@ class CanaryExperimentConfig(Frozen):
     trials: int = Field(3, ge=1, le=1000, description="independent trials (root seeds seed .. seed+trials-1)")
     max_train_chars: int | None = Field(20_000, ge=1000, description="training text: the first N characters")
     model: CharLMConfig = CharLMConfig()
-    train: LMTrainConfig = LMTrainConfig(epochs=30, seq_len=64, batch_size=16, lr=5e-3)
+    train: LMTrainConfig = LMTrainConfig(epochs=30, seq_len=128, batch_size=16, lr=5e-3)
     canary: CanaryConfig = CanaryConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
