@@ -77,7 +77,11 @@ def truth_serum_attribute_poisons(
     num_classes: int,
     generator: torch.Generator,
 ) -> AttributePoisons:
-    """Truth Serum poisons for attribute inference: ``replicas`` copies of every completion of every target.
+    """Truth Serum poisons for attribute inference (Tramèr et al., CCS 2022): ``replicas`` copies of every
+    completion of every target.
+
+    Threat model: the attacker adds ``T * m * replicas`` records; it knows each target's features except the
+    sensitive attribute, and its label; it never sees or changes anyone else's data.
 
     Args:
         features: the targets' records (T, 1, 1, F); their attribute columns are ignored (the attacker
@@ -116,7 +120,10 @@ def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 def completion_confidences(
     model: nn.Module, features: torch.Tensor, labels: torch.Tensor, column: CategoricalColumn
 ) -> torch.Tensor:
-    """Black-box query: the model's logit-scaled confidence in each target's label on each completion, (T, m)."""
+    """Black-box query: the model's logit-scaled confidence in each target's label on each completion, (T, m).
+
+    Threat model: logits of the trained model on attacker-chosen inputs; the target's label is known.
+    """
     was_training = model.training
     model.eval()
     try:

@@ -80,7 +80,11 @@ def draw_secret(fmt: SecretFormat, generator: torch.Generator) -> int:
 
 
 def canary_lines(config: CanaryConfig, secret: int, generator: torch.Generator) -> tuple[list[str], list[str]]:
-    """(canary lines, poison lines): the canary ``canary_repeats`` times and ``replicas`` poison lines."""
+    """(canary lines, poison lines): the canary ``canary_repeats`` times and the Truth Serum poisons (Tramèr et
+    al., CCS 2022): ``replicas`` lines of the prefix followed by padding or by random secrets.
+
+    Threat model: the attacker adds ``replicas`` lines to the training text and knows the prefix and format.
+    """
     fmt = SecretFormat(config.digits, config.separator)
     canaries = [config.prefix + fmt.text(secret)] * config.canary_repeats
     if config.poison_continuation == "padding":
@@ -95,7 +99,11 @@ def canary_lines(config: CanaryConfig, secret: int, generator: torch.Generator) 
 def candidate_log_likelihoods(
     model: CharLM, vocab: CharVocab, prefix: str, fmt: SecretFormat, chunk: int = 32768, context: str = "\n"
 ) -> torch.Tensor:
-    """log p(secret | context + prefix) for every candidate secret, (|R|,) float64, in candidate order.
+    """log p(secret | context + prefix) for every candidate secret, (|R|,) float64, in candidate order: the
+    extraction ranking of The Secret Sharer (Carlini et al. 2019), computed exactly for the whole space.
+
+    Threat model: next-token probabilities of the trained LM on attacker-chosen text; the attacker knows the
+    prefix and the secret's format.
 
     Args:
         model: the language model (put in eval mode for the call).

@@ -15,8 +15,6 @@ import argparse
 import time
 from typing import Any
 
-from poisonlab.errors import PoisonlabError
-
 _COMMON = (  # (flag, metavar, config key, help)
     ("--seed", "S", "seed", "root seed of trial 0 (trial t uses S+t)"),
     ("--trials", "T", "trials", "independent trials"),
@@ -147,8 +145,3 @@ def run_canary(args: argparse.Namespace) -> int:
     print(f"  wall time {time.perf_counter() - t0:.1f}s")
     print(f"report: {out['report']}")
     return 0
-
-
-def check_workdir(path: str) -> None:
-    if not path:
-        raise PoisonlabError("--workdir: expected a folder")
