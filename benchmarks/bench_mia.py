@@ -38,8 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="torch threads (split between the K workers)")
     p.add_argument("--score-models", type=int, default=16, help="models in the LiRA scoring benchmark")
-    p.add_argument("--score-points", type=int, default=5000)
+    p.add_argument("--score-points", type=int, default=2000)
     p.add_argument("--experiment", type=Path, help="results.json of a full run whose wall time to record")
+    p.add_argument("--skip-training", action="store_true", help="skip the shadow-training comparison")
     p.add_argument("--name", default="mia", help="output file benchmarks/out/<name>.json")
     return p.parse_args(argv)
 
@@ -55,7 +56,7 @@ def loop_online_fixed(phi: np.ndarray, keep: np.ndarray) -> np.ndarray:
         dout = [sp[~sk[:, j], j][:out_size] for j in range(sp.shape[1])]
         mu_in = np.array([np.median(d, 0) for d in din])
         mu_out = np.array([np.median(d, 0) for d in dout])
-        sigma = np.sqrt(np.mean(np.concatenate([(d - m) ** 2 for d, m in zip(din, mu_in)])))
+        sigma = np.sqrt(np.mean(np.concatenate([(d - m) ** 2 for d, m in zip(din, mu_in)]), 0))  # per view
         for j in range(sp.shape[1]):
             s = scipy.stats.norm.logpdf(phi[i, j], mu_in[j], sigma) - scipy.stats.norm.logpdf(
                 phi[i, j], mu_out[j], sigma
@@ -112,20 +113,28 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"benchmark": "mia", **environment("cpu"), "cores": len(os.sched_getaffinity(0))}
     record["load_average_before"] = os.getloadavg()[0]
     record["scoring"] = bench_scoring(args)
-    record["training"] = bench_training(args)
+    if not args.skip_training:
+        record["training"] = bench_training(args)
     record["load_average_after"] = os.getloadavg()[0]
     if args.experiment is not None:
         row = json.loads(args.experiment.read_text())
         record["experiment"] = {"timings": row["timings"], "environment": row["environment"]}
     path = write_json(args.name, record)
-    tr, sc = record["training"], record["scoring"]
-    print(
-        f"mia: shadow training {args.models} models x {args.epochs} epoch(s): one at a time "
-        f"{tr['one-at-a-time']['seconds']:.1f}s, {args.k} at once {tr[f'{args.k}-at-once']['seconds']:.1f}s "
-        f"({tr['speedup']:.2f}x, bit-identical {tr['bit_identical']}); LiRA scoring {sc['models']} rotations x "
-        f"{sc['points']} points: vectorised {sc['vectorised_s']:.2f}s vs loop {sc['loop_s']:.1f}s "
-        f"({sc['speedup']:.0f}x, max diff {sc['max_abs_diff']:.1e}) -> {path}"
+    sc = record["scoring"]
+    text = (
+        f"LiRA scoring {sc['models']} rotations x {sc['points']} points: vectorised {sc['vectorised_s']:.2f}s vs "
+        f"loop {sc['loop_s']:.1f}s ({sc['speedup']:.0f}x, max diff {sc['max_abs_diff']:.1e})"
     )
+    if "training" in record:
+        tr = record["training"]
+        text = (
+            f"shadow training {args.models} models x {args.epochs} epoch(s): one at a time "
+            f"{tr['one-at-a-time']['seconds']:.1f}s, {args.k} at once {tr[f'{args.k}-at-once']['seconds']:.1f}s "
+            f"({tr['speedup']:.2f}x, bit-identical {tr['bit_identical']}); " + text
+        )
+    if "experiment" in record:
+        text += f"; experiment wall {record['experiment']['timings']['wall_s']:.0f}s"
+    print(f"mia: {text} -> {path}")
     return record
 
 
