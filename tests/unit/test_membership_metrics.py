@@ -111,6 +111,23 @@ def test_weighted_resamples_equal_materialised_resamples() -> None:
         assert fast["0.1"][b] == pytest.approx(m["tpr_at_fpr"]["0.1"], abs=1e-12)
 
 
+def test_cluster_bootstrap_is_wider_for_repeated_points() -> None:
+    # 200 points, each scored 10 times with the same score: entry-level resampling treats the 2000 entries
+    # as independent and is ~sqrt(10) too narrow; resampling the points is not
+    g = torch.Generator().manual_seed(6)
+    labels = torch.rand(200, generator=g) < 0.5
+    scores = torch.randn(200, generator=g) + 0.5 * labels
+    s, y, pts = scores.repeat(10), labels.repeat(10), torch.arange(200).repeat(10)
+    flat = bootstrap_metrics(s, y, torch.Generator().manual_seed(0), n_boot=300)["auc"]
+    grouped = bootstrap_metrics(s, y, torch.Generator().manual_seed(0), n_boot=300, groups=pts)["auc"]
+    single = bootstrap_metrics(scores, labels, torch.Generator().manual_seed(0), n_boot=300)["auc"]
+    width = {k: v["hi"] - v["lo"] for k, v in (("flat", flat), ("grouped", grouped), ("single", single))}
+    assert width["grouped"] > 2 * width["flat"]
+    assert width["grouped"] == pytest.approx(width["single"], rel=0.3)
+    with pytest.raises(ValueError, match="groups"):
+        bootstrap_metrics(s, y, torch.Generator(), groups=pts[:5])
+
+
 def test_bootstrap_ratio_paired() -> None:
     g = torch.Generator().manual_seed(4)
     labels = torch.rand(4000, generator=g) < 0.5

@@ -122,13 +122,14 @@ def membership_metrics(
     fprs: tuple[float, ...] = DEFAULT_FPRS,
     generator: torch.Generator | None = None,
     n_boot: int = 1000,
+    groups: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """All membership metrics of one score vector (higher = member; labels 1 = member), JSON-ready.
 
     Returns ``{"auc", "balanced_accuracy", "n_members", "n_nonmembers", "tpr_at_fpr": {"0.001": tpr, ...},
     "fpr_points": {"0.001": {"tpr", "true_positives", "false_positives", "achieved_fpr",
     "max_false_positives", "n_negatives", "n_positives", "fpr"}, ...}}``, plus, when a ``generator`` is
-    given, ``"intervals"``: 95% stratified bootstrap intervals (see :func:`bootstrap_metrics`).
+    given, ``"intervals"``: 95% bootstrap intervals (see :func:`bootstrap_metrics`; ``groups`` as there).
     """
     s, y = _as_arrays(scores, labels)
     points = {_fpr_key(f): _at_fpr(s, y, f) for f in fprs}
@@ -141,7 +142,7 @@ def membership_metrics(
         "fpr_points": points,
     }
     if generator is not None:
-        out["intervals"] = bootstrap_metrics(s, y, generator, n_boot, fprs)
+        out["intervals"] = bootstrap_metrics(s, y, generator, n_boot, fprs, groups=groups)
     return out
 
 
@@ -189,6 +190,26 @@ def _stratified_indices(y: np.ndarray, n_boot: int, generator: torch.Generator) 
     return np.concatenate(parts, 1)
 
 
+def _resample_counts(y: np.ndarray, n_boot: int, generator: torch.Generator, groups: np.ndarray | None) -> np.ndarray:
+    """(n_boot, n) multiplicities of each entry: stratified by label, or, with ``groups``, whole groups drawn
+    with replacement (a cluster bootstrap: every entry of a drawn group comes along)."""
+    if groups is None:
+        return _counts(_stratified_indices(y, n_boot, generator), len(y))
+    _, inverse = np.unique(groups, return_inverse=True)
+    g = int(inverse.max()) + 1 if len(inverse) else 0
+    draw = torch.randint(0, max(g, 1), (n_boot, g), generator=generator).numpy()
+    return _counts(draw, g)[:, inverse]
+
+
+def _groups(groups: ArrayLike | None, n: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    out = np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups).reshape(-1)
+    if len(out) != n:
+        raise ValueError(f"groups: expected one group id per score ({n}), got {len(out)}")
+    return out
+
+
 def _interval(values: np.ndarray, confidence: float) -> dict[str, float]:
     lo, hi = np.nanquantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {"lo": float(lo), "hi": float(hi)}
@@ -202,23 +223,32 @@ def bootstrap_metrics(
     fprs: tuple[float, ...] = DEFAULT_FPRS,
     confidence: float = 0.95,
     chunk: int = 100,
+    groups: ArrayLike | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Percentile bootstrap intervals (members and non-members resampled separately, counts fixed) for
-    ``auc``, ``balanced_accuracy`` and each TPR at FPR (keyed ``"0.001"`` ...)."""
+    """Percentile bootstrap intervals for ``auc``, ``balanced_accuracy`` and each TPR at FPR (keyed
+    ``"0.001"`` ...): members and non-members resampled separately (counts fixed), or, with ``groups``,
+    whole groups resampled (use the data point behind each score when one point is scored by several
+    models: those scores are not independent)."""
     s, y = _as_arrays(scores, labels)
-    draws = _bootstrap_draws(s, y, generator, n_boot, fprs, chunk)
+    draws = _bootstrap_draws(s, y, generator, n_boot, fprs, chunk, _groups(groups, len(s)))
     return {k: _interval(v, confidence) for k, v in draws.items()}
 
 
 def _bootstrap_draws(
-    s: np.ndarray, y: np.ndarray, generator: torch.Generator, n_boot: int, fprs: tuple[float, ...], chunk: int
+    s: np.ndarray,
+    y: np.ndarray,
+    generator: torch.Generator,
+    n_boot: int,
+    fprs: tuple[float, ...],
+    chunk: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     if n_boot < 1:
         raise ValueError(f"n_boot: expected >= 1, got {n_boot}")
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, n_boot, chunk):
-        idx = _stratified_indices(y, min(chunk, n_boot - start), generator)
-        parts.append(_weighted_metrics(s, y, _counts(idx, len(s)), fprs))
+        counts = _resample_counts(y, min(chunk, n_boot - start), generator, groups)
+        parts.append(_weighted_metrics(s, y, counts, fprs))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -231,13 +261,15 @@ def bootstrap_ratio(
     confidence: float = 0.95,
     paired: bool = True,
     chunk: int = 100,
+    groups: ArrayLike | None = None,
 ) -> dict[str, float]:
     """Amplification factor ``metric(treated) / metric(control)`` with a percentile bootstrap interval.
 
     ``metric`` is ``"auc"``, ``"balanced_accuracy"`` or an FPR key such as ``"0.01"`` (TPR at 1% FPR).
     With ``paired=True`` the two score vectors must describe the same (model, example) pairs in the same
     order with the same labels (as when the poisoned and clean arms share keep-masks), and each bootstrap draw
-    resamples the same pairs in both arms; otherwise the arms are resampled independently.
+    resamples the same pairs in both arms; otherwise the arms are resampled independently. ``groups``
+    (paired only) resamples whole groups, e.g. the target behind each pooled score.
     Returns ``{"ratio", "lo", "hi", "treated", "control", "difference", "difference_lo", "difference_hi"}``.
     """
     st, yt = _as_arrays(*treated)
@@ -245,15 +277,18 @@ def bootstrap_ratio(
     fprs = (float(metric),) if metric not in ("auc", "balanced_accuracy") else ()
     if paired and not np.array_equal(yt, yc):
         raise ValueError("bootstrap_ratio: paired=True needs identical labels in both arms")
+    grp = _groups(groups, len(st))
+    if grp is not None and not paired:
+        raise ValueError("bootstrap_ratio: groups need paired=True")
     full_t = _weighted_metrics(st, yt, np.ones((1, len(st)), int), fprs)[metric][0]
     full_c = _weighted_metrics(sc, yc, np.ones((1, len(sc)), int), fprs)[metric][0]
     tb, cb = [], []
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        it = _stratified_indices(yt, size, generator)
-        ic = it if paired else _stratified_indices(yc, size, generator)
-        tb.append(_weighted_metrics(st, yt, _counts(it, len(st)), fprs)[metric])
-        cb.append(_weighted_metrics(sc, yc, _counts(ic, len(sc)), fprs)[metric])
+        ct = _resample_counts(yt, size, generator, grp)
+        cc = ct if paired else _resample_counts(yc, size, generator, None)
+        tb.append(_weighted_metrics(st, yt, ct, fprs)[metric])
+        cb.append(_weighted_metrics(sc, yc, cc, fprs)[metric])
     t, c = np.concatenate(tb), np.concatenate(cb)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = t / c  # x/0 = inf, 0/0 = NaN (dropped from the quantiles)

@@ -81,7 +81,7 @@ def format_table(row: dict[str, Any]) -> list[str]:
                 )
     s = row["summary"]
     if "amplification" in s:
-        lines.append("Truth Serum on the targets (poisoned / clean, paired bootstrap 95%):")
+        lines.append("Truth Serum on the targets (poisoned / clean; 95% bootstrap over targets, paired):")
         for attack, amp in s["amplification"].items():
             a, t1 = amp["auc"], amp.get("0.01")
             text = f"  {attack:<20} AUC {a['control']:.3f} -> {a['treated']:.3f} ({a['difference']:+.3f} "

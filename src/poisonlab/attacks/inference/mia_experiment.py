@@ -76,11 +76,18 @@ def arm_scores(
 def evaluate_attacks(
     phi: torch.Tensor, keep: torch.Tensor, points: np.ndarray | None, fprs: tuple[float, ...]
 ) -> dict[str, dict[str, Any]]:
-    """Membership metrics of every attack, pooled over rotations, on the given universe positions."""
+    """Membership metrics of every attack, pooled over rotations, on the given universe positions; each
+    pooled score keeps its point as its bootstrap group (one point's scores across rotations are dependent)."""
+    groups = np.tile(np.arange(phi.shape[1]) if points is None else points, phi.shape[0])
     out = {}
     for attack in ATTACKS:
         scores, labels = pooled_scores(attack, phi, keep, points)
-        out[attack] = {"scores": scores, "labels": labels, "metrics": membership_metrics(scores, labels, fprs)}
+        out[attack] = {
+            "scores": scores,
+            "labels": labels,
+            "groups": groups,
+            "metrics": membership_metrics(scores, labels, fprs),
+        }
     return out
 
 
@@ -149,7 +156,14 @@ def mia_experiment(
         for attack in ATTACKS:
             pt, ct = result["poisoned"]["targets"][attack], result["clean"]["targets"][attack]
             amp[attack] = {
-                m: bootstrap_ratio((pt["scores"], pt["labels"]), (ct["scores"], ct["labels"]), boot, m, cfg.n_boot)
+                m: bootstrap_ratio(
+                    (pt["scores"], pt["labels"]),
+                    (ct["scores"], ct["labels"]),
+                    boot,
+                    m,
+                    cfg.n_boot,
+                    groups=pt["groups"],
+                )  # fmt: skip
                 for m in ("auc", *(f"{f:g}" for f in fprs))
             }
         acc_poisoned = _accuracy(correct_p, keep, targets)
@@ -176,7 +190,9 @@ def mia_experiment(
         summary["accuracy_untargeted"] = _ti(_accuracy(correct_u, keep, None))
 
     summary["intervals"] = {
-        f"{arm}/{subset}/{attack}": bootstrap_metrics(r["scores"], r["labels"], boot, cfg.n_boot, fprs)
+        f"{arm}/{subset}/{attack}": bootstrap_metrics(
+            r["scores"], r["labels"], boot, cfg.n_boot, fprs, groups=r["groups"]
+        )
         for arm, subsets in result.items()
         for subset, attacks in subsets.items()
         for attack, r in attacks.items()
