@@ -24,8 +24,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-QUICK_DEFENSES = ("none", "mixup", "dp-sgd")
-STANDARD_DEFENSES = ("none", "mixup", "cutmix", "maxup", "dp-sgd", "dp-instahide", "spectral")
+QUICK_DEFENSES = ("none", "mixup")
+STANDARD_DEFENSES = ("none", "mixup", "cutmix", "maxup", "dp-sgd", "dp-instahide", "adversarial", "spectral")
 FULL_DEFENSES = (
     "none",
     "mixup",

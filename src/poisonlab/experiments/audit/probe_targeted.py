@@ -41,7 +41,14 @@ class TargetedProbe(Probe):
     headline = Headline("target_rate", "target misclassified as adversarial class", "proportion", "hits", "victims")
     fn = "poisonlab.experiments.audit.probe_targeted:run"
     plans = {
-        "quick": {"trials": 2, "victims": 1, "recipe": "feature-collision", "scenario": "transfer", "steps": 100},
+        "quick": {
+            "trials": 2,
+            "victims": 1,
+            "recipe": "feature-collision",
+            "scenario": "transfer",
+            "steps": 100,
+            "defenses": ("none",),
+        },
         "standard": {"trials": 6, "victims": 2, "recipe": "feature-collision", "scenario": "transfer", "steps": 250},
         "full": {"trials": 10, "victims": 2, "recipe": "gradient-matching", "scenario": "transfer", "steps": 250},
     }

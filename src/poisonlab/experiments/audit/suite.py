@@ -54,9 +54,11 @@ def plan_trials(config: AuditConfig, workdir: Path) -> list[tuple[Probe, Defense
     out = []
     for probe in probes:
         plan = probe.plan(config.audit.budget)
-        n, params = int(plan.pop("trials")), plan
+        n = int(plan.pop("trials"))
+        only = plan.pop("defenses", None)  # a budget may measure a probe under some defenses only
+        params = plan
         for defense in defenses:
-            if not probe.supports(defense):
+            if not probe.supports(defense) or (only is not None and defense.name not in only):
                 continue
             blob = json.dumps([victim, probe.name, params, defense.as_dict()], sort_keys=True)
             chash = hashlib.sha256(blob.encode()).hexdigest()[:16]
