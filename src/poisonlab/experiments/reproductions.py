@@ -208,3 +208,33 @@ register(
         verdict=_at_least("gap_increase_lo", 0.0, "gap increase (DP minus non-DP), lower 95% bound"),
     )
 )
+
+register(
+    Reproduction(
+        name="inverting-gradients",
+        paper="Inverting Gradients (Geiping et al., NeurIPS 2020)",
+        claim="a single image is recovered from its gradient with an untrained network (cosine loss + TV, signed Adam); quality falls with batch size",
+        scale="mnist5k, untrained ConvNet width 32, one image, 2000 iterations, labels recovered from the update",
+        argv=(
+            "invert",
+            "--dataset",
+            "mnist5k",
+            "--model",
+            "convnet",
+            "--width",
+            "32",
+            "--batch-size",
+            "1",
+            "--trials",
+            "1",
+            "--iterations",
+            "2000",
+            "--quiet",
+            "--workdir",
+            "{workdir}",
+        ),  # fmt: skip
+        result="results.json",
+        metrics={"psnr": "metrics.psnr_mean", "ssim": "metrics.ssim_mean"},
+        verdict=_at_least("psnr", 25.0, "PSNR (dB)"),
+    )
+)
