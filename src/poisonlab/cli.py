@@ -38,6 +38,12 @@ from poisonlab.defenses.dp.impact_commands import (
     run_disparate_impact,
     run_privacy_audit,
 )
+from poisonlab.diagnostics.commands import (
+    add_diagnose_parser,
+    add_diagnose_study_parser,
+    run_diagnose,
+    run_diagnose_study,
+)
 from poisonlab.errors import Interrupted, PoisonlabError
 from poisonlab.experiments.audit.commands import add_audit_parser, run_audit
 from poisonlab.experiments.reproduce import add_reproduce_parser, run_reproduce
@@ -155,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     add_results_parser(sub)
     add_reproduce_parser(sub)
     add_invert_parser(sub)
+    add_diagnose_parser(sub)
+    add_diagnose_study_parser(sub)
 
     ev = sub.add_parser("evaluate", help="evaluate the model trained in WORKDIR")
     ev.add_argument("workdir", help="a folder written by 'poisonlab train'")
@@ -302,6 +310,8 @@ COMMANDS = {
     "results": run_results,
     "reproduce": run_reproduce,
     "invert": run_invert,
+    "diagnose": run_diagnose,
+    "diagnose-study": run_diagnose_study,
     "evaluate": _cmd_evaluate,
 }
 
