@@ -166,7 +166,13 @@ def run_diagnose_study(args: argparse.Namespace) -> int:
         f"poisonlab diagnose-study {config.study.kind}: {config.model.name} on {config.data.name}, "
         f"seeds {config.seed}..{config.seed + config.study.seeds - 1}"
     )
-    print(markdown_table(*study_table(result["summary"], STUDY_COLUMNS)))
+    summary = result["summary"]
+    print(markdown_table(*study_table(summary, STUDY_COLUMNS)))
+    base = summary["baseline"]
+    diffs = tuple((f"{k}_minus_{base}", f"{h} - {base}", s) for k, h, s in STUDY_COLUMNS)
+    rows, head = study_table(summary, diffs)
+    print(f"paired differences to {base} (same seeds):")
+    print(markdown_table(rows[1:], head))
     print(f"report: {result['report']}")
     return 0
 

@@ -54,6 +54,9 @@ METRICS = (
     "total_l2",
 )
 
+#: Metrics in [0, 1] whose intervals are clipped to that range.
+PROPORTIONS = frozenset({"test_accuracy", "train_accuracy", "robust_pgd", "robust_witchcraft"})
+
 
 def arm_hooks(
     arm: ArmConfig, model: nn.Module, config: DiagnoseStudyConfig, shape: tuple[int, ...]
@@ -174,6 +177,8 @@ def summarize(config: DiagnoseStudyConfig, rows: dict[str, dict[int, dict[str, A
             vals = [per_seed[s]["metrics"][metric] for s in sorted(per_seed) if metric in per_seed[s]["metrics"]]
             if vals:
                 mean, lo, hi = t_interval(vals)
+                if metric in PROPORTIONS:  # the t interval clipped to the metric's range
+                    lo, hi = max(lo, 0.0), min(hi, 1.0)
                 entry[metric] = {"mean": mean, "lo": lo, "hi": hi, "values": vals}
             common = sorted(set(per_seed) & set(rows.get(base, {})))
             if arm.name != base and common and metric in per_seed[common[0]]["metrics"]:
