@@ -11,8 +11,7 @@ from poisonlab.fl.config import load_fl_config
 from poisonlab.fl.engine import RoundEngine
 from poisonlab.fl.experiment import FLSetup, make_aggregator
 
-pytestmark = [
-    pytest.mark.slow,
+pytestmark = [  # runs in CI: make test installs flwr and ray (dev extras)
     pytest.mark.skipif(
         importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None,
         reason="Flower adapters need the optional extra 'fl' (flwr) and ray; not installed",
