@@ -37,7 +37,7 @@ class BackdoorProbe(Probe):
         "standard": {"trials": 3, "poison_fraction": 0.05, "target_class": 8},
         "full": {"trials": 5, "poison_fraction": 0.05, "target_class": 8},
     }
-    seconds = {"quick": 40.0, "standard": 60.0, "full": 60.0}
+    seconds = {"quick": 75.0, "standard": 75.0, "full": 75.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
         """Eight training images before and after the trigger is stamped (what the poisons look like)."""

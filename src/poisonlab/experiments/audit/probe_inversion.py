@@ -31,7 +31,7 @@ class InversionProbe(Probe):
         "standard": {"trials": 1, "batch_size": 1, "images": 4, "iterations": 2000, "restarts": 2},
         "full": {"trials": 3, "batch_size": 1, "images": 8, "iterations": 4000, "restarts": 2},
     }
-    seconds = {"quick": 60.0, "standard": 300.0, "full": 600.0}
+    seconds = {"quick": 40.0, "standard": 300.0, "full": 900.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
         for d in entry["defenses"].values():

@@ -33,7 +33,7 @@ class MembershipProbe(Probe):
         "standard": {"trials": 1, "shadows": 16, "targets": 250, "replicas": 8, "width": 8},
         "full": {"trials": 3, "shadows": 16, "targets": 250, "replicas": 8, "width": 8},
     }
-    seconds = {"quick": 150.0, "standard": 600.0, "full": 600.0}
+    seconds = {"quick": 220.0, "standard": 1000.0, "full": 1000.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
         for d in entry["defenses"].values():

@@ -52,7 +52,7 @@ class TargetedProbe(Probe):
         "standard": {"trials": 6, "victims": 2, "recipe": "feature-collision", "scenario": "transfer", "steps": 250},
         "full": {"trials": 10, "victims": 2, "recipe": "gradient-matching", "scenario": "transfer", "steps": 250},
     }
-    seconds = {"quick": 40.0, "standard": 120.0, "full": 300.0}
+    seconds = {"quick": 110.0, "standard": 200.0, "full": 600.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
         for defense in entry["defenses"].values():
