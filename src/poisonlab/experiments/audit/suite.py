@@ -87,7 +87,7 @@ def estimate_seconds(config: AuditConfig, planned: list[tuple[Probe, DefensePres
 
     total = sum(p.seconds.get(config.audit.budget, 60.0) for p, _, t in planned if t.key not in done)
     workers = 1 if config.audit.executor == "sequential" else (config.audit.workers or os.cpu_count() or 1)
-    return total / max(1, min(workers, 2 if config.audit.executor == "local" else workers))
+    return total / max(1, workers)
 
 
 def audit_experiment(
