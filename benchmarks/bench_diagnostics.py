@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import update_bn
 
 from poisonlab.data import load_dataset
-from poisonlab.diagnostics.interpolation import interpolate, interpolated_states
+from poisonlab.diagnostics.interpolation import interpolate, interpolated_states, spread_subset
 from poisonlab.diagnostics.spectra import conv_input_sizes, layer_spectra
 from poisonlab.models.build import build_model
 
@@ -96,13 +96,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     splits = load_dataset("mnist5k")
     a, b = _pair(args, splits)
-    test = splits.test.subset(torch.arange(args.samples))
-    calib = splits.train.images[: args.calibration]
+    test = spread_subset(splits.test, args.samples)
+    calib = spread_subset(splits.train, args.calibration).images  # the images interpolate() calibrates on
     alphas = torch.linspace(0, 1, args.alphas, dtype=torch.float64)
     chunks = [int(c) for c in args.chunks.split(",")]
 
     def ours(vectorize: bool, chunk: int) -> list[float]:
-        r = interpolate(a, b, {"test": test}, alphas, "recompute", splits.train.subset(torch.arange(args.calibration)),
+        r = interpolate(a, b, {"test": test}, alphas, "recompute", splits.train,
                         args.calibration, args.batch_size, chunk, vectorize)  # fmt: skip
         return r["splits"]["test"]["loss"]
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from poisonlab.data import Dataset
-from poisonlab.diagnostics.interpolation import interpolate, interpolated_states
+from poisonlab.diagnostics.interpolation import interpolate, interpolated_states, spread_subset
 from poisonlab.models.build import build_model
 
 
@@ -57,7 +57,7 @@ def test_interpolated_bn_endpoints_are_the_checkpoints_own_losses(pair) -> None:
 
 def test_recomputed_bn_endpoints_equal_the_checkpoints_after_update_bn(pair) -> None:
     a, b, data = pair
-    calib = data["train"].images[:48]
+    calib = spread_subset(data["train"], 48).images  # the calibration images: 48 spread over the 64
     out = interpolate(a, b, data, alphas=[0.0, 1.0], bn="recompute", calibration_size=48, batch_size=16)
     for i, model in enumerate((a, b)):
         ref = _copy(model)
@@ -113,3 +113,11 @@ def _copy(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_spread_subset_is_class_balanced_on_sorted_data() -> None:
+    labels = torch.arange(10).repeat_interleave(30)
+    ds = Dataset("sorted", torch.zeros(300, 1, 2, 2), labels, torch.arange(300), tuple("0123456789"))
+    picked = spread_subset(ds, 50)
+    assert len(picked) == 50 and torch.bincount(picked.labels).tolist() == [5] * 10
+    assert spread_subset(ds, 1000) is ds

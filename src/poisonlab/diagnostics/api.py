@@ -6,11 +6,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from poisonlab.data.dataset import Dataset, Splits
-from poisonlab.diagnostics.interpolation import BnMode, interpolate
+from poisonlab.diagnostics.interpolation import BnMode, interpolate, spread_subset
 from poisonlab.diagnostics.norms import norm_summary, parameter_norms
 from poisonlab.diagnostics.spectra import ConvMode, LayerSpectrum, layer_spectra
 from poisonlab.training.evaluate import evaluate
@@ -82,7 +81,7 @@ def diagnose_with_spectra(
         out["difference"] = _difference(rep, rep_b, model, compare)
         on_path = datasets
         if path_size is not None:
-            on_path = {k: v.subset(torch.arange(min(path_size, len(v)))) for k, v in datasets.items()}
+            on_path = {k: spread_subset(v, path_size) for k, v in datasets.items()}
         out["interpolation"] = interpolate(model, compare, on_path, alphas=alphas, bn=bn)
     if return_spectra:
         for label, sp in all_spectra.items():
@@ -116,7 +115,7 @@ def diagnose(
         conv_mode: how convolutions become matrices, see :mod:`poisonlab.diagnostics.spectra`.
         tol: numerical-rank tolerance (default numpy's).
         return_spectra: include every layer's singular values (long lists).
-        path_size: evaluate the path on the first ``path_size`` samples of each dataset only (default all).
+        path_size: evaluate the path on ``path_size`` samples spread through each dataset (default all).
 
     Returns:
         JSON-able ``{"models": {"A": {...}, "B": {...}}, "difference": {...}, "interpolation": {...}}``: per model

@@ -8,10 +8,10 @@ BatchNorm statistics. Running means and variances are not parameters: mixing two
 not give the statistics of the mixed network, which inflates the loss in the middle of the path. Two modes:
 
 - ``"recompute"`` (default): at every alpha, including the endpoints, the running statistics are re-estimated on a
-  fixed calibration set (the first ``calibration_size`` training images, no randomness) as the equal-weight mean
-  of per-batch statistics in train mode (what ``torch.optim.swa_utils.update_bn`` does), then the network is
-  evaluated in eval mode. The endpoints are therefore the checkpoints *after* this recalibration; their own losses
-  with stored statistics are reported next to the curve (``endpoints``).
+  fixed calibration set (``calibration_size`` training images evenly spaced through the split, no randomness) as
+  the equal-weight mean of per-batch statistics in train mode (what ``torch.optim.swa_utils.update_bn`` does),
+  then the network is evaluated in eval mode. The endpoints are therefore the checkpoints *after* this
+  recalibration; their own losses with stored statistics are reported next to the curve (``endpoints``).
 - ``"interpolate"``: running statistics are interpolated like parameters; the endpoints are then exactly the two
   checkpoints (their own losses).
 
@@ -38,6 +38,14 @@ from poisonlab.data.dataset import Dataset
 from poisonlab.training.evaluate import evaluate
 
 BnMode = Literal["recompute", "interpolate"]
+
+
+def spread_subset(data: Dataset, n: int) -> Dataset:
+    """``n`` samples evenly spaced through ``data``: deterministic, and class-balanced when the data are sorted by
+    class (mnist5k's splits are, so "the first n" would be a few classes only)."""
+    if n >= len(data):
+        return data
+    return data.subset(torch.linspace(0, len(data) - 1, n).round().long().unique())
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -172,7 +180,7 @@ def interpolate(
         alphas: points on the line; default 21 points from 0 to 1.
         bn: ``"recompute"`` or ``"interpolate"`` (see the module docstring).
         calibration: images for ``"recompute"``; default ``data["train"]`` (else the first dataset).
-        calibration_size: how many calibration images (the first ones) are used.
+        calibration_size: how many calibration images are used (evenly spaced, see :func:`spread_subset`).
         batch_size: images per forward pass.
         chunk: alphas evaluated at once by vmap (memory grows with ``chunk * batch_size``).
         vectorize: vmap over alphas (True) or loop over them (False); the results agree to float precision.
@@ -199,7 +207,7 @@ def interpolate(
     sa = dict(model_a.state_dict())
     sb = {k: v.to(device) for k, v in model_b.state_dict().items()}
     calib_src = calibration if calibration is not None else data.get("train", next(iter(data.values())))
-    calib = calib_src.images[:calibration_size].to(device)
+    calib = spread_subset(calib_src, calibration_size).images.to(device)
     recompute = bn == "recompute" and bool(batchnorm_layers(template))
     curves: dict[str, dict[str, list[float]]] = {n: {"loss": [], "accuracy": []} for n in data}
     for start in range(0, len(alphas), chunk):

@@ -22,6 +22,7 @@ from poisonlab.attacks.evasion import PGD, WITCHcraft, robust_accuracy
 from poisonlab.budget import LinfBudget
 from poisonlab.data.dataset import Splits
 from poisonlab.data.registry import load_dataset
+from poisonlab.diagnostics.interpolation import spread_subset
 from poisonlab.diagnostics.norms import norm_summary
 from poisonlab.diagnostics.regularizers import NormBias, NuclearNormPenalty, SpectralProjection
 from poisonlab.diagnostics.spectra import layer_spectra
@@ -76,10 +77,10 @@ def arm_hooks(
 
 
 def robust_metrics(model: nn.Module, splits: Splits, robust: RobustConfig, seeds: SeedTree) -> dict[str, float]:
-    """Robust accuracy on the first ``robust.n`` test images under each configured attack."""
+    """Robust accuracy on ``robust.n`` test images spread over the split, under each configured attack."""
     device = next(model.parameters()).device
-    n = min(robust.n, len(splits.test))
-    data = splits.test.subset(torch.arange(n)).to(device)
+    data = spread_subset(splits.test, robust.n).to(device)
+    n = len(data)
     budget = LinfBudget(robust.eps)
     out: dict[str, float] = {}
     for name in robust.attacks:
@@ -115,9 +116,9 @@ def run_trial(
     model = build_for(train_cfg, splits, seeds, device)
     shape = splits.train.shape
     hooks = arm_hooks(arm, model, config, shape)
-    chash = config.trial_hash(arm)
+    thash = config.train_hash(arm)  # evaluation settings do not invalidate trained weights
     name = f"{arm.name}-seed{seed}"
-    ckpt = Checkpointer(workdir / "checkpoints" / f"{name}-{chash}", chash, keep=config.runtime.keep_checkpoints)
+    ckpt = Checkpointer(workdir / "checkpoints" / f"{name}-{thash}", thash, keep=config.runtime.keep_checkpoints)
     trainer = Trainer(
         model,
         splits.train,

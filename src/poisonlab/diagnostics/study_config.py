@@ -53,12 +53,14 @@ class ArmConfig(Frozen):
 
 
 class RobustConfig(Frozen):
-    """Robust accuracy on the first ``n`` test images under l-inf PGD and WITCHcraft (pixel01 units)."""
+    """Robust accuracy on ``n`` test images spread evenly over the test split (datasets may be sorted by class)
+    under l-inf PGD and WITCHcraft (pixel01 units)."""
 
     eps: Ratio = Field(0.1, gt=0, le=1)
     steps: int = Field(20, ge=1, le=1000)
     n: int = Field(300, ge=1)
     attacks: list[Literal["pgd", "witchcraft"]] = ["pgd", "witchcraft"]
+    subset: Literal["spread"] = "spread"
 
 
 class StudySection(Frozen):
@@ -86,6 +88,11 @@ class DiagnoseStudyConfig(ExperimentConfig):
         if arm.weight_decay is not None:
             data["train"]["weight_decay"] = arm.weight_decay
         return build(ExperimentConfig, data)
+
+    def train_hash(self, arm: ArmConfig) -> str:
+        """Hash of what decides one arm's training (its checkpoints are keyed by it)."""
+        payload = {"train": self.arm_config(arm).config_hash(), "arm": arm.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def trial_hash(self, arm: ArmConfig) -> str:
         """Hash of everything that decides one arm's trial (not the number of seeds, not the runtime)."""
