@@ -85,9 +85,9 @@ def run_trials(
     Args:
         trials: the work; keys must be unique within (kind, config_hash).
         store: where rows go (and claims live).
-        executor: "sequential" (this process), "local" (a spawn process pool of ``workers``, each with
-            ``cores // workers`` torch threads) or "ray" (``ray.init()``: the cluster in ``RAY_ADDRESS`` or a
-            local one started for the run; one CPU per trial).
+        executor: "sequential" (this process), "local" (a spawn process pool of ``workers``, each trial on
+            one torch thread, so rows do not depend on the pool size) or "ray" (``ray.init()``: the cluster
+            in ``RAY_ADDRESS`` or a local one started for the run; one CPU per trial).
         workers: parallel trials (default: the number of cores for "local", 1 otherwise).
         progress: a progress bar over trials.
         log: append ``"<key> <pid>"`` to this file whenever a trial starts.
@@ -180,7 +180,9 @@ class _Pool:
         if workers is not None and workers < 1:
             raise ConfigError(f"workers: expected >= 1, got {workers}")
         self.capacity = workers or (cores if executor != "sequential" else 1)
-        self.threads = max(1, cores // self.capacity) if executor != "sequential" else None
+        # one torch thread per trial whatever the pool size: results then do not depend on the worker count
+        # (oneDNN sums some reductions in a thread-count dependent order)
+        self.threads = 1 if executor != "sequential" else None
         self._pool: Any = None
         if executor == "local":
             import multiprocessing as mp
