@@ -121,3 +121,21 @@ def test_spread_subset_is_class_balanced_on_sorted_data() -> None:
     picked = spread_subset(ds, 50)
     assert len(picked) == 50 and torch.bincount(picked.labels).tolist() == [5] * 10
     assert spread_subset(ds, 1000) is ds
+
+
+def test_diagnose_api_returns_json_able_numbers_for_a_pair(pair) -> None:
+    import json
+
+    from poisonlab.diagnostics import diagnose
+
+    a, b, data = pair
+    out = diagnose(a, data, compare=b, alphas=[0.0, 0.5, 1.0], bn="interpolate")
+    text = json.dumps(out, allow_nan=False)  # plain numbers only
+    assert '"interpolation"' in text and set(out["models"]) == {"A", "B"}
+    sa, sb = out["models"]["A"]["summary"], out["models"]["B"]["summary"]
+    assert out["difference"]["test_loss"] == pytest.approx(sb["test_loss"] - sa["test_loss"])
+    assert out["interpolation"]["splits"]["test"]["loss"][0] == pytest.approx(sa["test_loss"], rel=1e-5)
+    assert [r["kind"] for r in out["models"]["A"]["layers"]] == ["conv"] * 5 + ["linear"]
+    assert len(out["difference"]["layers"]) == 6 and out["difference"]["distance_l2"] > 0
+    alone = diagnose(a, data["test"])
+    assert "interpolation" not in alone and "data_accuracy" in alone["models"]["A"]["summary"]

@@ -153,6 +153,7 @@ def study_table(
 STUDY_COLUMNS = (
     ("test_accuracy", "test acc (%)", 100.0),
     ("train_accuracy", "train acc (%)", 100.0),
+    ("test_loss", "test loss", 1.0),
     ("robust_pgd", "PGD robust acc (%)", 100.0),
     ("robust_witchcraft", "WITCHcraft robust acc (%)", 100.0),
     ("mean_effective_rank_ratio", "eff. rank / max", 1.0),

@@ -66,7 +66,10 @@ def arm_hooks(
     hooks: list[TrainingHook] = []
     if arm.rank_projection is not None:
         rp = arm.rank_projection
-        at = rp.at_epochs if rp.at_epochs is not None else milestones(config.train.epochs)
+        # default: the learning-rate drops (the reference's rank_sched), except one after the final epoch, which
+        # would leave BatchNorm statistics stale (the reference trains 60 epochs past its last projection)
+        last = config.train.epochs - 1
+        at = rp.at_epochs if rp.at_epochs is not None else [e for e in milestones(config.train.epochs) if e < last]
         hooks.append(SpectralProjection(model, shape, at, rp.threshold, rp.mode, rp.skip_first, rp.include_linear))
     if arm.nuclear_norm is not None:
         hooks.append(NuclearNormPenalty(model, shape, arm.nuclear_norm.weight, arm.nuclear_norm.skip_first))

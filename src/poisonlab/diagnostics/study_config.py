@@ -18,7 +18,9 @@ class RankProjectionConfig(Frozen):
 
     threshold: Ratio = Field(0.5, gt=0)
     mode: Literal["lower", "raise"] = "lower"
-    at_epochs: list[int] | None = Field(None, description="0-based epochs after which to project; None = the lr drops")
+    at_epochs: list[int] | None = Field(
+        None, description="0-based epochs after which to project; None = the lr drops before the last epoch"
+    )
     skip_first: bool = True
     include_linear: bool = False
 
