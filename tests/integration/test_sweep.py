@@ -71,6 +71,8 @@ def test_ray_executor_matches_local(tmp_path: Path) -> None:
     )
     local = run_sweep(*args, tmp_path / "local", executor="local", workers=os.cpu_count())
     os.environ.pop("RAY_ADDRESS", None)
+    if ray.is_initialized():  # another test (Flower's simulation) may have left a Ray instance running
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_sweep(*args, tmp_path / "ray", executor="ray")
