@@ -184,8 +184,8 @@ def interpolate(
         batch_size: images per forward pass.
         chunk: alphas evaluated at once by vmap (memory grows with ``chunk * batch_size``).
         vectorize: vmap over alphas (True) or loop over them (False); the results agree to float precision.
-            None (default): vmap on CUDA, loop on CPU, where the vmapped convolutions (grouped over alphas) ran
-            2.4x slower than a loop for a ConvNet (benchmarks/bench_diagnostics.py).
+            None (default): vmap on CUDA, loop on CPU, where the vmapped convolutions (grouped over alphas) ran at
+            0.4-0.6x the speed of a plain loop for a ConvNet (benchmarks/bench_diagnostics.py).
 
     Returns:
         JSON-able ``{"alphas", "bn", "splits": {name: {"loss", "accuracy", "loss_barrier", "error_barrier"}},
