@@ -124,10 +124,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def run_evaluate_poisons(args: argparse.Namespace) -> int:
-    """Body of ``poisonlab evaluate-poisons``; returns the exit code."""
-    from poisonlab.attacks.poisoning.experiment import evaluate_poisons_experiment
-
+def check_victim_args(args: argparse.Namespace) -> None:
+    """Shared checks of the commands that retrain victims from a workdir: it exists, ``--victims`` is
+    positive; ``--threads`` is applied."""
     if not Path(args.workdir).is_dir():
         raise PoisonlabError(f"{args.workdir}: no such workdir")
     if args.victims < 1:
@@ -136,6 +135,13 @@ def run_evaluate_poisons(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def run_evaluate_poisons(args: argparse.Namespace) -> int:
+    """Body of ``poisonlab evaluate-poisons``; returns the exit code."""
+    from poisonlab.attacks.poisoning.experiment import evaluate_poisons_experiment
+
+    check_victim_args(args)
     out = evaluate_poisons_experiment(
         args.workdir, args.victims, not args.no_control, progress=not args.quiet, clean=not args.no_clean
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from poisonlab.errors import ConfigError, PoisonlabError
+from poisonlab.errors import ConfigError
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
@@ -135,17 +135,11 @@ def add_evaluate_protection_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_evaluate_protection(args: argparse.Namespace) -> int:
     """Body of ``poisonlab evaluate-protection``; returns the exit code."""
+    from poisonlab.attacks.poisoning.commands import check_victim_args
     from poisonlab.attacks.poisoning.protect_experiment import evaluate_protection_experiment
     from poisonlab.attacks.poisoning.protection_eval import VictimSpec
 
-    if not Path(args.workdir).is_dir():
-        raise PoisonlabError(f"{args.workdir}: no such workdir")
-    if args.victims < 1:
-        raise PoisonlabError(f"--victims: expected a positive number, got {args.victims}")
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    check_victim_args(args)
     models = [VictimSpec.parse(t) for t in args.models.split(",")] if args.models else None
     arms = [a for a, off in (("protected", False), ("noise", args.no_noise), ("clean", args.no_clean)) if not off]
     params = dict(_param(item) for item in args.defense_param)
