@@ -23,7 +23,7 @@ class InversionProbe(Probe):
     name = "inversion"
     title = "Gradient inversion of a federated update"
     threat = "the server inverts one client's gradient (FedSGD) of the recipe's model at initialisation"
-    headline = Headline("psnr", "reconstruction PSNR, dB (higher = more leakage)")
+    headline = Headline("psnr", "reconstruction PSNR, dB (higher = more leakage)", rate=False)
     fn = "poisonlab.experiments.audit.probe_inversion:run"
     defended = False  # centralised training defenses do not change what one shared gradient reveals
     plans = {

@@ -25,6 +25,7 @@ class Headline:
     kind: Literal["proportion", "mean"] = "mean"
     successes: str | None = None  # for proportions pooled over trials: the count and total fields
     total: str | None = None
+    rate: bool = True  # a value in [0, 1] (plotted on the trade-off chart); False for dB, bits, ...
 
 
 class Probe:

@@ -59,6 +59,26 @@ def overview(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def tradeoff_points(result: dict[str, Any]) -> dict[str, list[tuple[str, float, float]]]:
+    """Per attack probe whose headline is a rate in [0, 1]: (defense, clean accuracy, attack success)."""
+    probes = result["probes"]
+    clean = probes.get("clean", {}).get("defenses", {})
+    out: dict[str, list[tuple[str, float, float]]] = {}
+    for n, entry in probes.items():
+        # only success rates share the [0, 1] axis; a dB or bits headline stays in its own table
+        if n == "clean" or not entry["headline"].get("rate", True):
+            continue
+        metric = entry["headline"]["metric"]
+        points = []
+        for defense, d in entry["defenses"].items():
+            acc = clean.get(defense, {}).get("summary", {}).get("clean_accuracy")
+            val = d["summary"].get(metric)
+            if acc and val and math.isfinite(val["mean"]):
+                points.append((defense, float(acc["mean"]), float(val["mean"])))
+        out[n] = points
+    return out
+
+
 def tradeoff_png(result: dict[str, Any]) -> bytes | None:
     """Clean accuracy (x) against each attack's success (y), one point per defense and attack."""
     import matplotlib
@@ -66,26 +86,18 @@ def tradeoff_png(result: dict[str, Any]) -> bytes | None:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    probes = result["probes"]
-    clean = probes.get("clean", {}).get("defenses", {})
-    attacks = [n for n in probes if n != "clean"]
-    if not clean or not attacks:
+    series = tradeoff_points(result)
+    if not any(series.values()):
         return None
     fig = Figure(figsize=(7, 4.2), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     markers = "os^Dv<>pP*"
-    for i, n in enumerate(attacks):
-        metric = probes[n]["headline"]["metric"]
-        xs, ys, labels = [], [], []
-        for defense, d in probes[n]["defenses"].items():
-            acc = clean.get(defense, {}).get("summary", {}).get("clean_accuracy")
-            val = d["summary"].get(metric)
-            if acc and val and math.isfinite(val["mean"]):
-                xs.append(acc["mean"])
-                ys.append(val["mean"])
-                labels.append(defense)
-        ax.scatter(xs, ys, marker=markers[i % len(markers)], s=50, label=probes[n]["headline"]["label"] + f" ({n})")
-        for x, y, lab in zip(xs, ys, labels):
+    for i, (n, points) in enumerate(series.items()):
+        xs = [x for _, x, _ in points]
+        ys = [y for _, _, y in points]
+        label = result["probes"][n]["headline"]["label"] + f" ({n})"
+        ax.scatter(xs, ys, marker=markers[i % len(markers)], s=50, label=label)
+        for lab, x, y in points:
             ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel="clean test accuracy (higher is better)", ylabel="attack success (lower is better)")
     ax.set_ylim(-0.03, 1.03)

@@ -155,7 +155,11 @@ def summarize_audit(
                 "title": probe.title,
                 "threat": probe.threat,
                 "doc": (probe.__class__.__doc__ or "").strip(),
-                "headline": {"metric": probe.headline.metric, "label": probe.headline.label},
+                "headline": {
+                    "metric": probe.headline.metric,
+                    "label": probe.headline.label,
+                    "rate": probe.headline.rate,
+                },
                 "defenses": {},
             },
         )
