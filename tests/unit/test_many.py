@@ -125,3 +125,32 @@ def test_auto_strategy(digits_small):
     assert choose_strategy(ModelConfig(name="convnet"), "cuda", data) == "fused"
     assert choose_strategy(ModelConfig(name="resnet18"), "cuda", data) == "sequential"
     assert choose_strategy(ModelConfig(name="convnet"), "cpu", data) == "sequential"  # conftest: one thread
+
+
+def test_hooks_train_each_member_as_the_trainer_does_with_that_defense(digits_small):
+    """A defense's hooks are built per member from its own seeds: sequential and processes equal separate
+    Trainer runs with those hooks, and differ from undefended members (the hooks really ran)."""
+    from functools import partial
+
+    from poisonlab.experiments.audit.defenses import defense_hooks, preset
+    from poisonlab.models.build import build_model
+    from poisonlab.training.trainer import Trainer
+
+    model = ModelConfig(name="mlp", width=16)
+    recipe = TrainConfig(epochs=2, batch_size=64)
+    data = [digits_small.subset(torch.arange(120)), digits_small.subset(torch.arange(120, 240))]
+    hooks = partial(defense_hooks, preset("mixup"))
+    seq = _run(model, data, recipe, "sequential", hooks=hooks)
+    mean, std = data[0].channel_stats()
+    for k, (d, net) in enumerate(zip(data, seq)):
+        seeds = SeedTree(10 + k)
+        oracle = build_model("mlp", d.shape, d.num_classes, seeds.generator("init"), 16, "batch", mean, std)
+        Trainer(oracle, d, recipe, seeds, hooks=defense_hooks(preset("mixup"), d.num_classes, seeds)).fit()
+        _assert_members_close([net], [oracle], {"rtol": 0.0, "atol": 0.0})
+    plain = _run(model, data, recipe, "sequential")
+    assert not torch.equal(plain[0][1].net[1].weight, seq[0][1].net[1].weight)
+    proc = _run(model, data, recipe, "processes", workers=2, hooks=hooks)  # the factory pickles
+    _assert_members_close(proc, seq, {"rtol": 0.0, "atol": 0.0})
+    with pytest.warns(UserWarning, match="hooks need the Trainer"):
+        fused = _run(model, data, recipe, "fused", hooks=hooks)
+    _assert_members_close(fused, seq, {"rtol": 0.0, "atol": 0.0})

@@ -16,6 +16,29 @@ def test_dig() -> None:
     assert dig(data, "a.b.1.c") == 2.5
     with pytest.raises(KeyError):
         dig(data, "a.x")
+    fprs = {"tpr": {"0.001": 0.01, "0.01": 0.03, "0": {"01": -1.0}}}
+    assert dig(fprs, "tpr.0.01") == 0.03  # a key with a dot; the longest matching key wins over "0" -> "01"
+    assert dig(fprs, "tpr.0.001") == 0.01
+    assert dig(fprs, "tpr.0") == {"01": -1.0}
+
+
+def test_truth_serum_verdict_reads_a_real_result_layout(tmp_path: Path) -> None:
+    load_reproductions()
+    amp = {"auc": {"difference": 0.448}, "0.01": {"ratio": 22.4, "lo": 10.6}}
+    result = {
+        "metrics": {"clean": {"all": {
+            "lira-online-fixed": {"tpr_at_fpr": {"0.001": 0.0107}},
+            "global": {"tpr_at_fpr": {"0.001": 0.000825}},
+        }}},
+        "summary": {"amplification": {"lira-online-fixed": amp}},
+    }  # fmt: skip
+    (tmp_path / "truth-serum").mkdir()
+    (tmp_path / "truth-serum" / "results.json").write_text(json.dumps(result))
+    row = run_reproduction("truth-serum", tmp_path, run=False)
+    assert row["reproduced"] is True, row
+    amp["0.01"]["lo"] = 0.9  # not significant: the interval includes 1
+    (tmp_path / "truth-serum" / "results.json").write_text(json.dumps(result))
+    assert run_reproduction("truth-serum", tmp_path, run=False)["reproduced"] is False
 
 
 def test_every_reproduction_is_complete() -> None:

@@ -79,3 +79,20 @@ def test_stop_between_groups_keeps_finished_models(digits_small: Dataset, tmp_pa
     resumed = train_shadows(digits_small, spec, tmp_path, k_at_once=2, strategy="sequential")
     fresh = train_shadows(digits_small, spec, tmp_path / "fresh", k_at_once=4, strategy="sequential")
     assert _same(resumed, fresh)
+
+
+def test_a_defended_shadow_set_has_its_own_hash_and_needs_a_name(digits_small: Dataset) -> None:
+    from functools import partial
+
+    from poisonlab.experiments.audit.defenses import defense_hooks, preset
+
+    plain = _spec(digits_small)
+    hooks = partial(defense_hooks, preset("mixup"))
+    defended = ShadowSpec(MODEL, RECIPE, plain.keep, plain.seed, plain.tag, "mixup", hooks)
+    assert defended.spec_hash(digits_small, None) != plain.spec_hash(digits_small, None)
+    # an undefended spec's hash does not change when the defense field exists but is empty
+    assert ShadowSpec(MODEL, RECIPE, plain.keep, plain.seed, plain.tag, "").spec_hash(digits_small, None) == (
+        plain.spec_hash(digits_small, None)
+    )
+    with pytest.raises(ConfigError, match="defense name"):
+        ShadowSpec(MODEL, RECIPE, plain.keep, plain.seed, plain.tag, "", hooks).spec_hash(digits_small, None)

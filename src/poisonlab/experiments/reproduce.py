@@ -48,13 +48,19 @@ class Reproduction:
 
 
 def dig(data: Any, path: str) -> Any:
-    """``dig({"a": {"b": [1, 2]}}, "a.b.1") == 2``; KeyError naming the path when it is absent."""
-    cur = data
-    for part in path.split("."):
+    """``dig({"a": {"b": [1, 2]}}, "a.b.1") == 2``; a key may itself hold dots (``"tpr.0.01"`` finds
+    ``{"tpr": {"0.01": x}}``: the longest matching key wins). KeyError naming the path when it is absent."""
+    parts = path.split(".")
+    cur, i = data, 0
+    while i < len(parts):
         if isinstance(cur, list):
-            cur = cur[int(part)]
-        elif isinstance(cur, dict) and part in cur:
-            cur = cur[part]
+            cur, i = cur[int(parts[i])], i + 1
+            continue
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            if isinstance(cur, dict) and key in cur:
+                cur, i = cur[key], j
+                break
         else:
             raise KeyError(path)
     return cur
@@ -80,6 +86,15 @@ def _at_most(metric: str, bar: float, what: str) -> Callable[[Measured], tuple[b
     def check(m: Measured) -> tuple[bool, str]:
         ok = m[metric] <= bar
         return ok, f"{what} {m[metric]:.3g} {'<=' if ok else '>'} {bar:g}"
+
+    return check
+
+
+def _ratio_at_least(num: str, den: str, bar: float, what: str) -> Callable[[Measured], tuple[bool, str]]:
+    def check(m: Measured) -> tuple[bool, str]:
+        ratio = m[num] / m[den] if m[den] > 0 else float("inf")
+        ok = ratio >= bar
+        return ok, f"{what} {ratio:.3g}x {'>=' if ok else '<'} {bar:g}x"
 
     return check
 

@@ -7,7 +7,7 @@ numbers on CIFAR-10/ImageNet.
 
 from __future__ import annotations
 
-from poisonlab.experiments.reproduce import Reproduction, _all, _at_least, _at_most, register
+from poisonlab.experiments.reproduce import Reproduction, _all, _at_least, _at_most, _ratio_at_least, register
 
 _SUMMARY = "report/result.json"
 
@@ -236,5 +236,44 @@ register(
         result="results.json",
         metrics={"psnr": "metrics.psnr_mean", "ssim": "metrics.ssim_mean"},
         verdict=_at_least("psnr", 25.0, "PSNR (dB)"),
+    )
+)
+
+_LIRA = "metrics.clean.all.lira-online-fixed.tpr_at_fpr.0.001"
+_AMP = "summary.amplification.lira-online-fixed"
+
+register(
+    Reproduction(
+        name="truth-serum",
+        paper="Truth Serum: Poisoning Machine Learning Models to Reveal Their Secrets (Tramer et al., CCS 2022), with LiRA (Carlini et al., S&P 2022)",
+        claim="mislabelled replicas of a target raise its membership TPR at low FPR ~10x; LiRA beats the loss threshold at low FPR",
+        scale="mnist5k (5,000-point universe), ConvNet width 8, 20 epochs, 16+16 models on random halves, 250 targets x 8 replicas",
+        argv=(
+            "mia",
+            "--config",
+            "recipes/mia-mnist5k.yaml",
+            "--poison-targets",
+            "250",
+            "--replicas",
+            "8",
+            "--quiet",
+            "--workdir",
+            "{workdir}",
+        ),  # fmt: skip
+        result="results.json",
+        metrics={
+            "lira_tpr_0.1pct": _LIRA,
+            "threshold_tpr_0.1pct": "metrics.clean.all.global.tpr_at_fpr.0.001",
+            "factor_1pct": f"{_AMP}.0.01.ratio",
+            "factor_1pct_lo": f"{_AMP}.0.01.lo",
+            "auc_gain": f"{_AMP}.auc.difference",
+        },
+        verdict=_all(
+            _at_least("lira_tpr_0.1pct", 0.005, "LiRA TPR at 0.1% FPR"),
+            _ratio_at_least("lira_tpr_0.1pct", "threshold_tpr_0.1pct", 5.0, "LiRA over the threshold"),
+            _at_least("factor_1pct_lo", 1.0, "Truth Serum factor at 1% FPR, lower 95% bound"),
+            _at_least("factor_1pct", 3.0, "Truth Serum factor at 1% FPR"),
+            _at_least("auc_gain", 0.1, "targets' AUC gain"),
+        ),
     )
 )

@@ -12,6 +12,8 @@ import argparse
 import time
 from typing import Any
 
+from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
     ("--model", "NAME", "model.name", "architecture (no BatchNorm: lenet, mlp, convnet with model.norm=none)"),
@@ -56,10 +58,7 @@ def add_fl_parser(subparsers: Any) -> argparse.ArgumentParser:
         "in WORKDIR/results.sqlite and writes WORKDIR/report/{result.json,curves.png,index.html}. "
         "Resumes from the last completed round after an interruption.",
     )
-    p.add_argument("--config", metavar="YAML", help="experiment config file (sections fl, attack, aggregator)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _SHORTCUTS:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _SHORTCUTS, "experiment config file (sections fl, attack, aggregator)")
     p.add_argument("--workdir", required=True, help="folder for the pretrained model, checkpoints, results and report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -67,11 +66,7 @@ def add_fl_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def fl_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides for the parsed arguments."""
-    out = list(args.overrides)
-    for flag, _, key, _ in _SHORTCUTS:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            out.append(f"{key}={value}")
+    out = shortcut_overrides(args, _SHORTCUTS)
     return out
 
 

@@ -13,14 +13,17 @@ Strategies (measurements in benchmarks/RESULTS.md):
   the oracle. Bit-identical to sequential run with the same per-model thread count (oneDNN's conv
   backward sums in a thread-count dependent order). Scripts using it need ``if __name__ == "__main__":``.
 
-Training hooks are not supported here (runs that need hooks use the Trainer), nor is resuming.
+Training hooks (defenses) come from ``hooks``, a picklable factory called once per member with the member's
+class count and seed tree, so every member gets its own hook state (a DP ledger, a noise generator); members
+with hooks train by "sequential" or "processes" ("fused" falls back with a warning). Resuming is not
+supported here (callers save finished members).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -35,11 +38,15 @@ from poisonlab.models.lenet import LeNet5
 from poisonlab.models.mlp import MLP
 from poisonlab.rng import SeedTree
 from poisonlab.training.augment import DifferentiableAugment
+from poisonlab.training.hooks import TrainingHook
 from poisonlab.training.recipes import build_optimizer
 from poisonlab.training.trainer import Trainer, epoch_batches
 from poisonlab.utils.progress import progress_bar
 
 Strategy = Literal["auto", "fused", "processes", "sequential"]
+HookFactory = Callable[[int, SeedTree], list[TrainingHook]]
+"""``(num_classes, member seeds) -> hooks``: a module-level function or a ``functools.partial`` of one (the
+"processes" strategy pickles it)."""
 
 
 def train_many(
@@ -55,9 +62,10 @@ def train_many(
     strategy: Strategy = "auto",
     workers: int | None = None,
     progress: bool = False,
+    hooks: HookFactory | None = None,
 ) -> list[nn.Sequential]:
     """Train ``len(seeds)`` models; member k equals ``Trainer(build_model(..., seeds[k].generator("init"),
-    ...), datasets[k], recipe, seeds[k]).fit()``.
+    ...), datasets[k], recipe, seeds[k], hooks=hooks(num_classes, seeds[k])).fit()``.
 
     Args:
         model: architecture (name, width, norm) shared by all members.
@@ -74,6 +82,7 @@ def train_many(
         workers: process-pool size (default: one per torch thread, at most K); the threads are split
             between the workers.
         progress: show a progress bar (not for "processes").
+        hooks: the members' training hooks (a defense), built per member; None for none.
 
     Returns:
         K ordinary ``nn.Sequential(Normalize, net)`` models, in train mode, on ``device``.
@@ -84,16 +93,19 @@ def train_many(
     args = (model, shape, num_classes, mean, std)
     if strategy == "auto":
         strategy = choose_strategy(model, device, datasets)
+    if strategy == "fused" and hooks is not None:
+        strategy = choose_strategy(model, torch.device("cpu"), datasets)
+        warnings.warn(f"train_many: training hooks need the Trainer; using {strategy}", stacklevel=2)
     if strategy == "fused" and (reason := fuse_blocker(model, datasets)) is not None:
         strategy = choose_strategy(model, device, datasets)  # never "fused" here
         warnings.warn(f"train_many: cannot fuse ({reason}); using {strategy}", stacklevel=2)
     if strategy == "fused":
         return _train_fused(args, datasets, recipe, seeds, device, progress)
     if strategy == "processes" and len(seeds) > 1:
-        return _train_processes(args, datasets, recipe, seeds, device, workers)
+        return _train_processes(args, datasets, recipe, seeds, device, workers, hooks)
     if strategy not in ("sequential", "processes"):
         raise ValueError(f"train_many: unknown strategy {strategy!r}")
-    return [_train_one(args, d, recipe, s, device, progress) for d, s in zip(datasets, seeds)]
+    return [_train_one(args, d, recipe, s, device, progress, hooks) for d, s in zip(datasets, seeds)]
 
 
 def choose_strategy(model: ModelConfig, device: torch.device | str, datasets: Sequence[Dataset]) -> str:
@@ -144,34 +156,41 @@ def _build(args: tuple, seeds: SeedTree, device: torch.device) -> nn.Sequential:
 
 
 def _train_one(
-    args: tuple, data: Dataset, recipe: TrainConfig, seeds: SeedTree, device: torch.device, progress: bool = False
+    args: tuple,
+    data: Dataset,
+    recipe: TrainConfig,
+    seeds: SeedTree,
+    device: torch.device,
+    progress: bool = False,
+    hooks: HookFactory | None = None,
 ) -> nn.Sequential:
-    """The oracle: one model built from ``seeds`` and trained by the Trainer."""
+    """The oracle: one model built from ``seeds`` and trained by the Trainer (with its own hooks)."""
     net = _build(args, seeds, device)
-    Trainer(net, data, recipe, seeds, progress=progress).fit()
+    member_hooks = hooks(args[2], seeds) if hooks is not None else []
+    Trainer(net, data, recipe, seeds, hooks=member_hooks, progress=progress).fit()
     return net
 
 
 # ---------------------------------------------------------------------------------- processes
 def _worker(job: tuple) -> dict[str, torch.Tensor]:
-    args, data, recipe, seeds, device, threads = job
+    args, data, recipe, seeds, device, threads, hooks = job
     torch.set_num_threads(threads)
-    return _train_one(args, data, recipe, seeds, torch.device(device)).state_dict()
+    return _train_one(args, data, recipe, seeds, torch.device(device), hooks=hooks).state_dict()
 
 
 def _train_processes(
     args: tuple, datasets: Sequence[Dataset], recipe: TrainConfig, seeds: Sequence[SeedTree],
-    device: torch.device, workers: int | None,
+    device: torch.device, workers: int | None, hooks: HookFactory | None = None,
 ) -> list[nn.Sequential]:  # fmt: skip
     """One oracle run per member in a spawn pool of ``workers`` processes sharing the threads."""
     workers = max(1, min(workers or torch.get_num_threads(), len(seeds)))
     threads = max(1, torch.get_num_threads() // workers)
-    jobs = [(args, d, recipe, s, str(device), threads) for d, s in zip(datasets, seeds)]
+    jobs = [(args, d, recipe, s, str(device), threads, hooks) for d, s in zip(datasets, seeds)]
     with mp.get_context("spawn").Pool(workers) as pool:
         states = pool.map(_worker, jobs, chunksize=1)
     nets = []
     for s, state in zip(seeds, states):
-        for name in ("data", "augment"):  # record the seeds the workers used
+        for name in ("data", "augment"):  # record the seeds the workers used (not the hooks' own)
             s.seed(name)
         nets.append(_build(args, s, device))
         nets[-1].load_state_dict(state)

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
     ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
@@ -45,10 +47,7 @@ def add_mia_parser(subparsers: Any) -> argparse.ArgumentParser:
         "replicas and compare the targets' leakage. Writes WORKDIR/results.json, WORKDIR/results.sqlite and "
         "WORKDIR/report/roc.png; finished models are reused on a rerun.",
     )
-    p.add_argument("--config", metavar="YAML", help="experiment config file with a 'mia:' section")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _SHORTCUTS:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _SHORTCUTS, "experiment config file with a 'mia:' section")
     p.add_argument("--workdir", required=True, help="folder for the models, scores, results and the plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -56,11 +55,7 @@ def add_mia_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def mia_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides for the parsed arguments."""
-    out = list(args.overrides)
-    for flag, _, key, _ in _SHORTCUTS:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            out.append(f"{key}={value}")
+    out = shortcut_overrides(args, _SHORTCUTS)
     return out
 
 

@@ -36,6 +36,7 @@ from poisonlab.metrics.backdoor import predict
 from poisonlab.metrics.intervals import t_interval
 from poisonlab.metrics.membership import bootstrap_metrics, bootstrap_ratio, membership_metrics, precision_at_recall
 from poisonlab.rng import SeedTree
+from poisonlab.training.many import HookFactory
 
 STORE = "results.sqlite"
 SCORES_KIND = "membership-scores"
@@ -108,8 +109,14 @@ def mia_experiment(
     workdir: str | Path,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    defense: str = "",
+    hooks: HookFactory | None = None,
 ) -> dict[str, Any]:
-    """Run the experiment (resuming finished models and scores in ``workdir``); returns the result row."""
+    """Run the experiment (resuming finished models and scores in ``workdir``); returns the result row.
+
+    ``defense``/``hooks``: every model (clean and poisoned arms alike) trains under this training defense,
+    e.g. the audit measuring membership leakage under DP-SGD or mixup; the name keys the saved models.
+    """
     t0 = time.perf_counter()
     workdir = Path(workdir)
     cfg = config.mia
@@ -120,9 +127,10 @@ def mia_experiment(
     views = query_shifts(cfg.query_shift)
     fprs = tuple(cfg.fprs)
     timings: dict[str, float] = {}
+    train_sizes: dict[str, list[int]] = {}
 
     def run_arm(name: str, extra: PoisonedDataset | None, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = ShadowSpec(config.model, config.train, keep, config.seed, tag)
+        spec = ShadowSpec(config.model, config.train, keep, config.seed, tag, defense, hooks)
         key = spec.spec_hash(universe, extra)
         t = time.perf_counter()
         models = train_shadows(
@@ -130,6 +138,8 @@ def mia_experiment(
             should_stop,
         )  # fmt: skip
         timings[f"{name}_train_s"] = time.perf_counter() - t
+        appended = 0 if extra is None else len(extra.extra_labels)
+        train_sizes[name] = [int(k) + appended for k in keep.sum(1).tolist()]
         t = time.perf_counter()
         out = arm_scores(models, universe, views, workdir / f"{name}-{key}" / "scores", key)
         timings[f"{name}_score_s"] = time.perf_counter() - t
@@ -208,6 +218,7 @@ def mia_experiment(
         "views": views,
         "universe_size": len(universe),
         "timings": timings,
+        "train_sizes": train_sizes,
         "environment": environment(device),
         "seeds": seeds.record(),
     }

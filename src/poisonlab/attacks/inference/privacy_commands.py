@@ -15,6 +15,8 @@ import argparse
 import time
 from typing import Any
 
+from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+
 _COMMON = (  # (flag, metavar, config key, help)
     ("--seed", "S", "seed", "root seed of trial 0 (trial t uses S+t)"),
     ("--trials", "T", "trials", "independent trials"),
@@ -43,22 +45,14 @@ _CANARY = (
 
 
 def _add(p: argparse.ArgumentParser, shortcuts: tuple[tuple[str, str, str, str], ...]) -> None:
-    p.add_argument("--config", metavar="YAML", help="experiment config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _COMMON + shortcuts:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _COMMON + shortcuts, "experiment config file")
     p.add_argument("--workdir", required=True, help="folder for checkpoints, results and the report")
     p.add_argument("--dryrun", action="store_true", help="tiny smoke run (seconds)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _overrides(args: argparse.Namespace, shortcuts: tuple[tuple[str, str, str, str], ...]) -> list[str]:
-    out = list(args.overrides)
-    for flag, _, key, _ in _COMMON + shortcuts:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            out.append(f"{key}={value}")
-    return out
+    return shortcut_overrides(args, _COMMON + shortcuts)
 
 
 def add_attribute_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from poisonlab.errors import CheckpointError, ConfigError, Interrupted
 from poisonlab.io import load_artifact, save_artifact
 from poisonlab.models.build import build_model
 from poisonlab.rng import SeedTree
-from poisonlab.training.many import Strategy, train_many
+from poisonlab.training.many import HookFactory, Strategy, train_many
 from poisonlab.utils.progress import progress_bar
 
 MODEL_KIND = "shadow-model"
@@ -55,6 +55,9 @@ class ShadowSpec:
         keep: (N, n) keep-mask over the universe.
         seed: root seed; model i uses ``SeedTree(seed).child("shadow-<i>")``.
         tag: free text folded into the hash (e.g. the poison set's hash).
+        defense: names the training hooks (folded into the hash when not empty, so an undefended set's
+            models are never reused for a defended one).
+        hooks: the training defense's hook factory (see :data:`poisonlab.training.many.HookFactory`).
     """
 
     model: ModelConfig
@@ -62,6 +65,8 @@ class ShadowSpec:
     keep: torch.Tensor
     seed: int
     tag: str = ""
+    defense: str = ""
+    hooks: HookFactory | None = None
 
     @property
     def n_models(self) -> int:
@@ -73,6 +78,10 @@ class ShadowSpec:
     def spec_hash(self, universe: Dataset, extra: PoisonedDataset | None) -> str:
         h = hashlib.sha256()
         payload = {"model": self.model.model_dump(), "recipe": self.recipe.model_dump(), "seed": self.seed}
+        if self.hooks is not None and not self.defense:
+            raise ConfigError("shadow models: training hooks need a defense name (it keys the saved models)")
+        if self.defense:
+            payload["defense"] = self.defense
         h.update(json.dumps({**payload, "tag": self.tag}, sort_keys=True).encode())
         h.update(self.keep.to(torch.uint8).numpy().tobytes())
         h.update(universe.ids.numpy().tobytes())
@@ -133,7 +142,7 @@ def train_shadows(
             group = todo[start : start + k]
             nets = train_many(
                 spec.model, universe.shape, universe.num_classes, mean, std, [sets[i] for i in group], spec.recipe,
-                [spec.model_seeds(i) for i in group], device=device, strategy=strategy,
+                [spec.model_seeds(i) for i in group], device=device, strategy=strategy, hooks=spec.hooks,
             )  # fmt: skip
             for i, net in zip(group, nets):
                 save_artifact(

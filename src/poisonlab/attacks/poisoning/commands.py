@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
 from poisonlab.errors import PoisonlabError
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
@@ -50,10 +51,7 @@ def add_craft_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Recipes: gradient-matching (Witches' Brew), metapoison, feature-collision (Poison Frogs); scenarios: "
         "from-scratch, fine-tune, transfer.",
     )
-    p.add_argument("--config", metavar="YAML", help="experiment config file with a 'poison:' section")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _SHORTCUTS:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _SHORTCUTS, "experiment config file with a 'poison:' section")
     p.add_argument("--target-id", action="append", type=int, metavar="ID", help="test-split id of a target")
     p.add_argument("--no-augment", action="store_true", help="no differentiable augmentation while crafting")
     p.add_argument("--workdir", required=True, help="folder for surrogates, checkpoints, poisons and the report")
@@ -64,11 +62,7 @@ def add_craft_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def craft_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides for the parsed craft arguments."""
-    out = list(args.overrides)
-    for flag, _, key, _ in _SHORTCUTS:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            out.append(f"{key}={value}")
+    out = shortcut_overrides(args, _SHORTCUTS)
     if args.target_id:
         out.append(f"poison.target_ids=[{', '.join(str(i) for i in args.target_id)}]")
     if args.no_augment:
@@ -164,10 +158,7 @@ def add_trials_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Trial t crafts with root seed SEED+t in WORKDIR/trial-<t> and retrains K victims per arm "
         "(poisoned, random-noise control, clean); one result row per trial; a rerun resumes.",
     )
-    p.add_argument("--config", metavar="YAML", help="experiment config file with a 'poison:' section")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _SHORTCUTS:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _SHORTCUTS, "experiment config file with a 'poison:' section")
     p.add_argument("--no-augment", action="store_true", help="no differentiable augmentation while crafting")
     p.add_argument("--trials", type=int, default=10, metavar="T", help="independent trials (default 10)")
     p.add_argument("--victims", type=int, default=2, metavar="K", help="victims per arm and trial (default 2)")

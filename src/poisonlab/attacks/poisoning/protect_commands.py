@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
 from poisonlab.errors import ConfigError
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
@@ -49,10 +50,7 @@ def add_protect_parser(subparsers: Any) -> argparse.ArgumentParser:
         "training on it descends the reverse cross-entropy of clean data (secure dataset release); resumes from "
         "WORKDIR if interrupted. Writes WORKDIR/protected (artifact) and WORKDIR/report/protected.png.",
     )
-    p.add_argument("--config", metavar="YAML", help="experiment config file with a 'protect:' section")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _SHORTCUTS:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _SHORTCUTS, "experiment config file with a 'protect:' section")
     p.add_argument("--online", action="store_true", help="protect and release batch by batch, updating surrogates")
     p.add_argument("--stagger", action="store_true", help="member i of the ensemble trains i epochs")
     p.add_argument("--augment", choices=["on", "off"], help="differentiable augmentation (default: as the recipe)")
@@ -65,11 +63,7 @@ def add_protect_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def protect_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides for the parsed protect arguments."""
-    out = list(args.overrides)
-    for flag, _, key, _ in _SHORTCUTS:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            out.append(f"{key}={value}")
+    out = shortcut_overrides(args, _SHORTCUTS)
     if args.online:
         out.append("protect.online=true")
     if args.stagger:

@@ -13,6 +13,8 @@ import argparse
 import time
 from typing import Any
 
+from poisonlab.cli_shortcuts import add_config_arguments
+
 _COMMON = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
     ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
@@ -49,10 +51,7 @@ _AUDIT = (
 
 
 def _add_flags(p: argparse.ArgumentParser, flags: tuple[tuple[str, str, str, str], ...]) -> None:
-    p.add_argument("--config", metavar="YAML", help="experiment config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _COMMON + flags:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _COMMON + flags, "experiment config file")
     p.add_argument("--workdir", required=True, help="folder for checkpoints, results, JSON and plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -27,7 +27,7 @@ class InversionProbe(Probe):
     fn = "poisonlab.experiments.audit.probe_inversion:run"
     defended = False  # centralised training defenses do not change what one shared gradient reveals
     plans = {
-        "quick": {"trials": 1, "batch_size": 1, "images": 1, "iterations": 500, "restarts": 1},
+        "quick": {"trials": 1, "batch_size": 1, "images": 1, "iterations": 2000, "restarts": 1},
         "standard": {"trials": 1, "batch_size": 1, "images": 4, "iterations": 2000, "restarts": 2},
         "full": {"trials": 3, "batch_size": 1, "images": 8, "iterations": 4000, "restarts": 2},
     }

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.experiments.audit.context import TrialContext
+from poisonlab.experiments.audit.defenses import defense_hooks
 from poisonlab.experiments.audit.probes import Headline, Probe, register
 
 ATTACK = "lira-online-fixed"
@@ -20,6 +21,8 @@ class MembershipProbe(Probe):
 
     Threat model: black-box query access to the trained model's logits; the attacker can train shadow models on
     data from the same distribution and (Truth Serum) add a few mislabelled samples to the training set.
+    Under a training defense (mixup, DP-SGD, ...) every model, target and shadow, trains with it: the attacker
+    knows the victim's recipe, defense included (the strongest, standard assumption).
     """
 
     name = "membership"
@@ -27,13 +30,24 @@ class MembershipProbe(Probe):
     threat = "attacker queries the model's logits and adds mislabelled copies of its targets to the training set"
     headline = Headline("poisoned_tpr_1pct", "Truth Serum targets' TPR at 1% FPR")
     fn = "poisonlab.experiments.audit.probe_membership:run"
-    defended = False  # shadow models are trained K at once, without training hooks
     plans = {
-        "quick": {"trials": 1, "shadows": 4, "targets": 100, "replicas": 8, "width": 8},
-        "standard": {"trials": 1, "shadows": 16, "targets": 250, "replicas": 8, "width": 8},
+        # 2 x N models per trial (clean and poisoned arms): quick measures the undefended recipe only, standard
+        # adds one augmentation and DP-SGD, full every training defense
+        "quick": {"trials": 1, "shadows": 4, "targets": 100, "replicas": 8, "width": 8, "defenses": ("none",)},
+        "standard": {
+            "trials": 1,
+            "shadows": 16,
+            "targets": 250,
+            "replicas": 8,
+            "width": 8,
+            "defenses": ("none", "mixup", "dp-sgd"),
+        },
         "full": {"trials": 3, "shadows": 16, "targets": 250, "replicas": 8, "width": 8},
     }
     seconds = {"quick": 220.0, "standard": 1000.0, "full": 1000.0}
+
+    def supports(self, defense: Any) -> bool:
+        return defense.filter is None  # a filter's two-stage training is measured against the backdoor probe
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
         for d in entry["defenses"].values():
@@ -49,7 +63,27 @@ def _get(metrics: dict[str, Any], arm: str, subset: str, key: str) -> float:
     return float(m["tpr_at_fpr"][key]) if key != "auc" else float(m["auc"])
 
 
+def dp_epsilon(config: Any, sizes: list[int], delta: float, noise_multiplier: float) -> float:
+    """The largest epsilon over the models of a DP-SGD run: each trains ``epochs`` passes of the Trainer's
+    batches over its own training set (size in ``sizes``) with q = batch size / size."""
+    from poisonlab.defenses.dp.accounting import epsilon, sample_rate_for
+    from poisonlab.training.trainer import epoch_batches
+
+    recipe = config.train
+    return max(
+        epsilon(
+            sample_rate_for(recipe.batch_size, n),
+            noise_multiplier,
+            recipe.epochs * len(epoch_batches(n, recipe.batch_size, recipe.drop_last)),
+            delta,
+        )
+        for n in sorted(set(sizes))
+    )
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
+    from functools import partial
+
     from poisonlab.attacks.inference.mia_config import MiaExperimentConfig
     from poisonlab.attacks.inference.mia_experiment import mia_experiment
     from poisonlab.config import build
@@ -69,8 +103,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "n_boot": 200,
     }
     config = build(MiaExperimentConfig, data)
-    folder = Path(ctx.workdir) / "membership" / f"seed{ctx.seed}"
-    row = mia_experiment(config, folder)
+    defense = ctx.defense
+    name = "" if defense.name == "none" else defense.name
+    folder = Path(ctx.workdir) / "membership" / (f"seed{ctx.seed}" if not name else f"{name}-seed{ctx.seed}")
+    hooks = partial(defense_hooks, defense) if defense.hook is not None else None
+    row = mia_experiment(config, folder, defense=name if hooks is not None else "", hooks=hooks)
     m = row["metrics"]
     s = row["summary"]
     metrics = {
@@ -83,8 +120,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "poisoned_auc": _get(m, "poisoned", "targets", "auc"),
         "global_tpr_0.1pct": float(m["clean"]["all"]["global"]["tpr_at_fpr"]["0.001"]),
         "accuracy_cost": float(s["accuracy_cost"]["mean"]),
+        "clean_model_accuracy": float(s["accuracy_clean"]["mean"]),
         "seconds": time.perf_counter() - t0,
     }
+    if defense.hook == "dp-sgd":
+        sizes = [n for arm in row["train_sizes"].values() for n in arm]
+        metrics["epsilon"] = dp_epsilon(config, sizes, 1e-5, float(defense.params["noise_multiplier"]))
+        metrics["delta"] = 1e-5
     roc = next(iter(sorted(folder.glob("**/*roc*.png"))), None)
     return {"metrics": metrics, "meta": ctx.meta(roc_png=str(roc) if roc else "", shadows=p["shadows"])}
 

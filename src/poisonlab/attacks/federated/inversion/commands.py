@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset the private images come from (see 'poisonlab datasets')"),
     ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
@@ -46,10 +48,7 @@ def add_invert_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Writes WORKDIR/reconstructions/ (artifacts), WORKDIR/report/grid.png and WORKDIR/results.json; "
         "resumes from WORKDIR/checkpoints if interrupted.",
     )
-    p.add_argument("--config", metavar="YAML", help="experiment config file with an 'invert:' section")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    for flag, meta, _, text in _SHORTCUTS:
-        p.add_argument(flag, metavar=meta, help=f"{text} (shortcut for --set)")
+    add_config_arguments(p, _SHORTCUTS, "experiment config file with an 'invert:' section")
     p.add_argument("--share-labels", action="store_true", help="the client reveals its labels")
     p.add_argument("--workdir", required=True, help="folder for checkpoints, reconstructions and the report")
     p.add_argument("--force-new", action="store_true", help="discard checkpoints of an earlier run in WORKDIR")
@@ -59,11 +58,7 @@ def add_invert_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def invert_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides for the parsed invert arguments."""
-    out = list(args.overrides)
-    for flag, _, key, _ in _SHORTCUTS:
-        value = getattr(args, flag[2:].replace("-", "_"), None)
-        if value is not None:
-            out.append(f"{key}={value}")
+    out = shortcut_overrides(args, _SHORTCUTS)
     if args.share_labels:
         out.append("invert.share_labels=true")
     return out
