@@ -111,3 +111,30 @@ def test_report_renders_in_headless_chromium(audited: tuple[Path, dict]) -> None
         finally:
             browser.close()
     assert errors == []
+
+
+def test_membership_probe_trains_every_model_under_the_defense(tmp_path: Path) -> None:
+    """Target and shadow models train with the defense's hooks (their own saved set per defense); DP-SGD rows
+    carry epsilon."""
+    load_probes()
+    probe = PROBES.get("membership")
+    tiny = {"trials": 1, "shadows": 4, "targets": 10, "replicas": 2, "width": 16}
+    old = probe.plans
+    probe.plans = {"quick": tiny}  # type: ignore[misc]
+    overrides = [o for o in OVERRIDES if not o.startswith("audit.")] + [
+        "audit.attacks=[membership]",
+        "audit.defenses=[none,mixup,dp-sgd]",
+        "audit.executor=sequential",
+    ]
+    try:
+        result = audit_experiment(load_audit_config("default", None, overrides), tmp_path)
+    finally:
+        probe.plans = old  # type: ignore[misc]
+    rows = {d: e["rows"][0]["metrics"] for d, e in result["probes"]["membership"]["defenses"].items()}
+    assert set(rows) == {"none", "mixup", "dp-sgd"}
+    for m in rows.values():
+        assert 0 <= m["poisoned_tpr_1pct"] <= 1 and 0 <= m["all_auc"] <= 1
+    assert rows["mixup"]["all_auc"] != rows["none"]["all_auc"]  # other models, not the undefended ones reused
+    assert {p.name for p in (tmp_path / "membership").iterdir()} == {"seed0", "mixup-seed0", "dp-sgd-seed0"}
+    assert 0 < rows["dp-sgd"]["epsilon"] < float("inf") and rows["dp-sgd"]["delta"] == 1e-5
+    assert "epsilon" not in rows["none"]
