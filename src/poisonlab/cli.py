@@ -74,29 +74,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--sweep",
-        nargs="+",
-        metavar="KEY=VALUES",
-        help="run every point of a grid, e.g. --sweep seed=0..9 train.lr=0.01,0.05 (resumable; one row per point)",
-    )
-    p.add_argument("--executor", choices=["sequential", "local", "ray"], default="sequential", help="sweep executor")
-    p.add_argument("--workers", type=int, help="sweep: parallel points (default: one per core)")
+    from poisonlab.experiments.sweep import add_sweep_arguments
+
+    add_sweep_arguments(p)
 
 
 def _cmd_sweep(experiment: str, args: argparse.Namespace, overrides: list[str]) -> int:
-    from poisonlab.experiments.sweep import run_sweep
+    from poisonlab.experiments.sweep import run_sweep_command
 
-    out = run_sweep(
-        experiment, args.config, overrides, args.sweep, args.workdir, args.executor, args.workers, not args.quiet
-    )
-    print(f"poisonlab {experiment} sweep: {len(out['points'])} points, config {out['config_hash']}")
-    for key in out["points"]:
-        m = out["rows"][key]["metrics"]
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "train_seconds")
-        print(f"  {key}: {shown}")
-    print(f"results: {Path(args.workdir) / 'results.sqlite'} (poisonlab results {args.workdir})")
-    return 0
+    return run_sweep_command(experiment, args, overrides)
 
 
 def _parser() -> argparse.ArgumentParser:

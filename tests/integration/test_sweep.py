@@ -82,3 +82,44 @@ def test_ray_executor_matches_local(tmp_path: Path) -> None:
     for key in local["points"]:
         assert local["rows"][key]["metrics"] == remote["rows"][key]["metrics"]
     assert {r["meta"]["executor"] for r in remote["rows"].values()} == {"ray"}
+
+
+@pytest.mark.parametrize(
+    ("experiment", "flags", "metric"),
+    [
+        ("mia", ["--dataset", "digits", "--model", "mlp", "--width", "16", "--epochs", "1", "--shadows", "4",
+                 "--poison-targets", "5", "--replicas", "2", "--n-boot", "20"], "amplification.lira-online-fixed.auc"),
+        ("invert", ["--dataset", "digits", "--model", "mlp", "--width", "16", "--batch-size", "1", "--trials", "1",
+                    "--iterations", "5"], "psnr_mean"),
+        ("fl", ["--dataset", "digits", "--model", "mlp", "--set", "model.width=16", "--clients", "6",
+                "--per-round", "3", "--rounds", "2", "--pretrain-rounds", "1", "--attack", "model-replacement",
+                "--set", "attack.epochs=1"], "backdoor_after.rate"),
+    ],
+)  # fmt: skip
+def test_more_experiments_sweep_and_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture, experiment: str, flags: list[str], metric: str
+) -> None:
+    """mia, invert and fl take --sweep: one row per point, each with the experiment's numbers; a rerun
+    recomputes nothing."""
+    from poisonlab.cli import main
+
+    argv = [
+        experiment,
+        *flags,
+        "--set",
+        "runtime.device=cpu",
+        "--quiet",
+        "--workdir",
+        str(tmp_path),
+        "--sweep",
+        "seed=0..1",
+    ]
+    assert main(argv) == 0
+    rows = ResultStore(tmp_path / "results.sqlite").rows(f"sweep-{experiment}")
+    assert sorted(r["trial_key"] for r in rows) == ["seed=0", "seed=1"]
+    assert all(metric in r["metrics"] and isinstance(r["metrics"][metric], float) for r in rows), rows[0]["metrics"]
+    assert rows[0]["metrics"] != rows[1]["metrics"]  # each point ran with its own seed
+    log = (tmp_path / "sweep.log").read_text()
+    assert main(argv) == 0
+    assert (tmp_path / "sweep.log").read_text() == log
+    assert f"poisonlab {experiment} sweep: 2 points" in capsys.readouterr().out

@@ -29,9 +29,19 @@ ALIASES = {
     "dataset": "data.name",
     "width": "model.width",
 }
-EXPERIMENTS = {
+EXPERIMENTS = {  # experiment -> trial body of one grid point
     "train": "poisonlab.experiments.sweep:train_point",
     "backdoor": "poisonlab.experiments.sweep:backdoor_point",
+    "mia": "poisonlab.experiments.sweep:mia_point",
+    "fl": "poisonlab.experiments.sweep:fl_point",
+    "invert": "poisonlab.experiments.sweep:invert_point",
+}
+LOADERS = {  # experiment -> its config loader, ``(path, overrides) -> config``
+    "train": "poisonlab.config:load_config",
+    "backdoor": "poisonlab.attacks.backdoor.config:load_backdoor_config",
+    "mia": "poisonlab.attacks.inference.mia_config:load_mia_config",
+    "fl": "poisonlab.fl.config:load_fl_config",
+    "invert": "poisonlab.attacks.federated.inversion.config:load_invert_config",
 }
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
@@ -114,13 +124,23 @@ def run_sweep(
 
 
 def _load(experiment: str, config_path: str | None, overrides: list[str]) -> Any:
-    if experiment == "backdoor":
-        from poisonlab.attacks.backdoor.config import load_backdoor_config
+    import importlib
 
-        return load_backdoor_config(config_path, overrides)
-    from poisonlab.config import load_config
+    module, _, name = LOADERS[experiment].partition(":")
+    return getattr(importlib.import_module(module), name)(config_path, overrides)
 
-    return load_config(config_path, overrides)
+
+def _numbers(data: Any, prefix: str = "") -> dict[str, float]:
+    """Every finite number in a nested dict, flattened to ``a.b.c`` keys (booleans and lists are left out)."""
+    import math
+
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(_numbers(v, f"{prefix}{k}."))
+    elif isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(float(data)):
+        out[prefix[:-1]] = float(data)
+    return out
 
 
 def train_point(spec: dict[str, Any]) -> dict[str, Any]:
@@ -152,3 +172,81 @@ def backdoor_point(spec: dict[str, Any]) -> dict[str, Any]:
     if s.get("accuracy_drop") is not None:
         metrics["accuracy_drop"] = s["accuracy_drop"]["mean"]
     return {"metrics": metrics, "meta": {"config_hash": row["config_hash"], "summary": s}}
+
+
+def mia_point(spec: dict[str, Any]) -> dict[str, Any]:
+    """Trial body of a ``mia`` sweep point: AUC and TPR at each FPR per arm, subset and attack; the Truth
+    Serum factors and the poisons' accuracy cost."""
+    from poisonlab.attacks.inference.mia_experiment import mia_experiment
+
+    config = _load("mia", spec["config"], spec["overrides"])
+    row = mia_experiment(config, spec["workdir"])
+    metrics: dict[str, float] = {}
+    for arm, subsets in row["metrics"].items():
+        for subset, attacks in subsets.items():
+            for attack, m in attacks.items():
+                metrics[f"{arm}.{subset}.{attack}.auc"] = float(m["auc"])
+                for fpr, tpr in m["tpr_at_fpr"].items():
+                    metrics[f"{arm}.{subset}.{attack}.tpr@{fpr}"] = float(tpr)
+    s = row["summary"]
+    for attack, amp in s.get("amplification", {}).items():
+        for key, r in amp.items():
+            metrics[f"amplification.{attack}.{key}"] = float(r["ratio"])
+    if "accuracy_cost" in s:
+        metrics["accuracy_cost"] = float(s["accuracy_cost"]["mean"])
+    metrics["accuracy_clean"] = float(s["accuracy_clean"]["mean"])
+    meta = {"config_hash": row["config_hash"], "seeds": row["seeds"], "timings": row["timings"]}
+    return {"metrics": metrics, "meta": meta}
+
+
+def fl_point(spec: dict[str, Any]) -> dict[str, Any]:
+    """Trial body of an ``fl`` sweep point: the experiment's summary (accuracies before/after the attack
+    round, backdoor accuracy, detection), flattened."""
+    from poisonlab.fl.experiment import fl_experiment
+
+    config = _load("fl", spec["config"], spec["overrides"])
+    row = fl_experiment(config, spec["workdir"])
+    s = row["summary"]
+    metrics = _numbers({k: v for k, v in s.items() if k != "attack_info"})
+    for flag in ("attacker_accepted", "attacker_flagged", "attacker_clipped"):
+        if flag in s:
+            metrics[flag] = float(bool(s[flag]))
+    return {"metrics": metrics, "meta": {"config_hash": row["config_hash"], "pretrain_hash": row["pretrain_hash"]}}
+
+
+def invert_point(spec: dict[str, Any]) -> dict[str, Any]:
+    """Trial body of an ``invert`` sweep point: PSNR, SSIM, MSE and label recovery over the inverted updates."""
+    from poisonlab.attacks.federated.inversion.experiment import invert_experiment
+
+    config = _load("invert", spec["config"], spec["overrides"])
+    row = invert_experiment(config, spec["workdir"], progress=False)
+    metrics = _numbers(row["metrics"])
+    return {"metrics": metrics, "meta": {"config_hash": row["config_hash"]}}
+
+
+def add_sweep_arguments(p: Any) -> None:
+    """``--sweep``, ``--executor`` and ``--workers`` for an experiment command's parser."""
+    p.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="KEY=VALUES",
+        help="run every point of a grid, e.g. --sweep seed=0..9 train.lr=0.01,0.05 (resumable; one row per point)",
+    )
+    p.add_argument("--executor", choices=["sequential", "local", "ray"], default="sequential", help="sweep executor")
+    p.add_argument("--workers", type=int, help="sweep: parallel points (default: one per core)")
+
+
+def run_sweep_command(experiment: str, args: Any, overrides: list[str]) -> int:
+    """Body of ``poisonlab EXPERIMENT ... --sweep ...``: run the grid and print one line per point."""
+    out = run_sweep(
+        experiment, args.config, overrides, args.sweep, args.workdir, args.executor, args.workers, not args.quiet
+    )
+    print(f"poisonlab {experiment} sweep: {len(out['points'])} points, config {out['config_hash']}")
+    for key in out["points"]:
+        m = out["rows"][key]["metrics"]
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in list(m.items())[:8] if isinstance(v, float) and k != "train_seconds"
+        )
+        print(f"  {key}: {shown}")
+    print(f"results: {Path(args.workdir) / 'results.sqlite'} (poisonlab results {args.workdir})")
+    return 0

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.experiments.sweep import add_sweep_arguments, run_sweep_command
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
@@ -61,6 +62,7 @@ def add_fl_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_config_arguments(p, _SHORTCUTS, "experiment config file (sections fl, attack, aggregator)")
     p.add_argument("--workdir", required=True, help="folder for the pretrained model, checkpoints, results and report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_sweep_arguments(p)
     return p
 
 
@@ -72,6 +74,8 @@ def fl_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_fl(args: argparse.Namespace) -> int:
     """Body of ``poisonlab fl``; returns the exit code."""
+    if args.sweep:
+        return run_sweep_command("fl", args, fl_overrides(args))
     from poisonlab.experiments.job import apply_runtime, stop_on_signals
     from poisonlab.fl.config import load_fl_config
     from poisonlab.fl.experiment import fl_experiment

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.experiments.sweep import add_sweep_arguments, run_sweep_command
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
@@ -50,6 +51,7 @@ def add_mia_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_config_arguments(p, _SHORTCUTS, "experiment config file with a 'mia:' section")
     p.add_argument("--workdir", required=True, help="folder for the models, scores, results and the plot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_sweep_arguments(p)
     return p
 
 
@@ -103,6 +105,8 @@ def format_table(row: dict[str, Any]) -> list[str]:
 
 def run_mia(args: argparse.Namespace) -> int:
     """Body of ``poisonlab mia``; returns the exit code."""
+    if args.sweep:
+        return run_sweep_command("mia", args, mia_overrides(args))
     from poisonlab.attacks.inference.mia_config import load_mia_config
     from poisonlab.attacks.inference.mia_experiment import mia_experiment
     from poisonlab.experiments.job import apply_runtime, stop_on_signals

@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.experiments.sweep import add_sweep_arguments, run_sweep_command
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--dataset", "NAME", "data.name", "dataset the private images come from (see 'poisonlab datasets')"),
@@ -53,6 +54,7 @@ def add_invert_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="folder for checkpoints, reconstructions and the report")
     p.add_argument("--force-new", action="store_true", help="discard checkpoints of an earlier run in WORKDIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_sweep_arguments(p)
     return p
 
 
@@ -66,6 +68,8 @@ def invert_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_invert(args: argparse.Namespace) -> int:
     """Body of ``poisonlab invert``; returns the exit code."""
+    if args.sweep:
+        return run_sweep_command("invert", args, invert_overrides(args))
     from poisonlab.attacks.federated.inversion.config import load_invert_config
     from poisonlab.attacks.federated.inversion.experiment import invert_experiment
     from poisonlab.experiments.job import apply_runtime, stop_on_signals
