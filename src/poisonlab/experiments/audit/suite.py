@@ -82,10 +82,15 @@ def plan_trials(config: AuditConfig, workdir: Path) -> list[tuple[Probe, Defense
 
 
 def estimate_seconds(config: AuditConfig, planned: list[tuple[Probe, DefensePreset, Trial]], done: set[str]) -> float:
-    """A rough wall time for the trials not yet done (per-trial estimates / parallel workers)."""
+    """A rough wall time for the trials not yet done (per-trial estimates x the defense's training cost, over
+    the parallel workers). Probes that train no victim under the defense (``defended = False``) cost 1x."""
     import os
 
-    total = sum(p.seconds.get(config.audit.budget, 60.0) for p, _, t in planned if t.key not in done)
+    total = sum(
+        p.seconds.get(config.audit.budget, 60.0) * (d.cost if p.defended else 1.0)
+        for p, d, t in planned
+        if t.key not in done
+    )
     workers = 1 if config.audit.executor == "sequential" else (config.audit.workers or os.cpu_count() or 1)
     return total / max(1, workers)
 
