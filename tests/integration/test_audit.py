@@ -138,3 +138,26 @@ def test_membership_probe_trains_every_model_under_the_defense(tmp_path: Path) -
     assert {p.name for p in (tmp_path / "membership").iterdir()} == {"seed0", "mixup-seed0", "dp-sgd-seed0"}
     assert 0 < rows["dp-sgd"]["epsilon"] < float("inf") and rows["dp-sgd"]["delta"] == 1e-5
     assert "epsilon" not in rows["none"]
+
+
+def test_federated_probe_replaces_the_model_and_shares_pretraining(tmp_path: Path) -> None:
+    """Model replacement in a federated version of the recipe: FedAvg and clipping arms on one pretrained
+    global model; not part of the quick budget."""
+    load_probes()
+    probe = PROBES.get("federated")
+    base = [o for o in OVERRIDES if not o.startswith("audit.")] + ["audit.defenses=[none]", "audit.executor=sequential"]
+    quick = load_audit_config("default", None, [*base, "audit.attacks=[federated]"])
+    assert [p.name for p, _, _ in plan_trials(quick, tmp_path)] == ["clean"]  # minutes per trial: not in quick
+    old = probe.plans
+    probe.plans = {"quick": {"trials": 1, "clients": 6, "per_round": 3, "pretrain_rounds": 2}}  # type: ignore[misc]
+    try:
+        result = audit_experiment(quick, tmp_path)
+    finally:
+        probe.plans = old  # type: ignore[misc]
+    row = result["probes"]["federated"]["defenses"]["none"]["rows"][0]
+    m = row["metrics"]
+    assert 0 <= m["backdoor_rate"] <= 1 and m["backdoor_n"] > 0 and 0 <= m["backdoor_rate_clipped"] <= 1
+    assert m["backdoor_successes"] == round(m["backdoor_rate"] * m["backdoor_n"])
+    assert len(list((tmp_path / "federated" / "seed0" / "pretrain").iterdir())) == 1  # both arms, one pretraining
+    assert Path(row["meta"]["curves_png"]).is_file()
+    assert (tmp_path / "report" / "index.html").read_text().count("model replacement") >= 1

@@ -76,6 +76,7 @@ def load_probes() -> None:
     from poisonlab.experiments.audit import (  # noqa: F401
         probe_backdoor,
         probe_clean,
+        probe_federated,
         probe_inversion,
         probe_membership,
         probe_targeted,
