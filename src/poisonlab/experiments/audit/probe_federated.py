@@ -42,13 +42,11 @@ class FederatedBackdoorProbe(Probe):
     seconds = {"quick": 300.0, "standard": 600.0, "full": 1200.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        for d in entry["defenses"].values():
-            for row in d["rows"]:
-                png = Path(row["meta"].get("curves_png", ""))
-                if png.is_file():
-                    caption = f"main and backdoor accuracy per round under FedAvg, trial {row['key']}"
-                    return [(caption, png.read_bytes())]
-        return []
+        found = self.first_picture(entry, "curves_png")
+        if found is None:
+            return []
+        row, png = found
+        return [(f"main and backdoor accuracy per round under FedAvg, trial {row['key']}", png)]
 
 
 def _config(ctx: TrialContext, aggregator: str) -> Any:

@@ -34,12 +34,11 @@ class InversionProbe(Probe):
     seconds = {"quick": 40.0, "standard": 300.0, "full": 900.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        for d in entry["defenses"].values():
-            for row in d["rows"]:
-                png = Path(row["meta"].get("grid_png", ""))
-                if png.is_file():
-                    return [(f"ground truth (top) and reconstruction (bottom), trial {row['key']}", png.read_bytes())]
-        return []
+        found = self.first_picture(entry, "grid_png")
+        if found is None:
+            return []
+        row, png = found
+        return [(f"ground truth (top) and reconstruction (bottom), trial {row['key']}", png)]
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

@@ -50,12 +50,11 @@ class MembershipProbe(Probe):
         return defense.filter is None  # a filter's two-stage training is measured against the backdoor probe
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        for d in entry["defenses"].values():
-            for row in d["rows"]:
-                png = Path(row["meta"].get("roc_png", ""))
-                if png.is_file():
-                    return [(f"ROC curves (log-log) of trial {row['key']}", png.read_bytes())]
-        return []
+        found = self.first_picture(entry, "roc_png")
+        if found is None:
+            return []
+        row, png = found
+        return [(f"ROC curves (log-log) of trial {row['key']}", png)]
 
 
 def _get(metrics: dict[str, Any], arm: str, subset: str, key: str) -> float:

@@ -55,19 +55,16 @@ class TargetedProbe(Probe):
     seconds = {"quick": 110.0, "standard": 200.0, "full": 600.0}
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        for defense in entry["defenses"].values():
-            for row in defense["rows"]:
-                png = Path(row["meta"].get("poisons_png", ""))
-                if png.is_file():
-                    meta = row["meta"]
-                    return [
-                        (
-                            f"poisons of trial {row['key']} (clean | poisoned | amplified difference); target ids "
-                            f"{meta.get('target_ids')} -> class {meta.get('adv_class')}",
-                            png.read_bytes(),
-                        )
-                    ]
-        return []
+        found = self.first_picture(entry, "poisons_png")
+        if found is None:
+            return []
+        row, png = found
+        meta = row["meta"]
+        caption = (
+            f"poisons of trial {row['key']} (clean | poisoned | amplified difference); target ids "
+            f"{meta.get('target_ids')} -> class {meta.get('adv_class')}"
+        )
+        return [(caption, png)]
 
     def supports(self, defense: Any) -> bool:
         return defense.filter is None  # filters are measured against the backdoor probe

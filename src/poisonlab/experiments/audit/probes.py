@@ -52,6 +52,18 @@ class Probe:
         """(caption, PNG) pictures for the report, from the probe's summarised ``entry``."""
         return []
 
+    @staticmethod
+    def first_picture(entry: dict[str, Any], meta_key: str) -> tuple[dict[str, Any], bytes] | None:
+        """The first trial row (over all defenses) whose ``meta[meta_key]`` names an existing PNG, with its bytes."""
+        from pathlib import Path
+
+        for d in entry["defenses"].values():
+            for row in d["rows"]:
+                png = Path(row["meta"].get(meta_key, ""))
+                if png.is_file():
+                    return row, png.read_bytes()
+        return None
+
     def available(self) -> str | None:
         """None when the probe can run here, else why not (a missing optional package, say)."""
         return None
