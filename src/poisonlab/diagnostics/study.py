@@ -27,7 +27,7 @@ from poisonlab.diagnostics.norms import norm_summary
 from poisonlab.diagnostics.regularizers import NormBias, NuclearNormPenalty, SpectralProjection
 from poisonlab.diagnostics.spectra import layer_spectra
 from poisonlab.diagnostics.study_config import ArmConfig, DiagnoseStudyConfig, RobustConfig
-from poisonlab.experiments.job import environment, resolve_device
+from poisonlab.experiments.job import environment, resolve_device, trainer_options
 from poisonlab.experiments.store import ResultStore
 from poisonlab.experiments.train import build_for
 from poisonlab.io.artifact import save_artifact
@@ -129,10 +129,8 @@ def run_trial(
         seeds,
         hooks=hooks,
         checkpointer=ckpt,
-        checkpoint_every=config.runtime.checkpoint_every,
         should_stop=should_stop,
-        amp=config.runtime.amp,
-        channels_last=config.runtime.channels_last,
+        **trainer_options(config.runtime),
         progress=progress,
     )
     history = trainer.fit()

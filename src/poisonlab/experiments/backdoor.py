@@ -35,7 +35,7 @@ from poisonlab.attacks.backdoor.triggers import Trigger
 from poisonlab.budget import PoisonBudget
 from poisonlab.data.dataset import Splits
 from poisonlab.data.registry import load_dataset
-from poisonlab.experiments.job import environment, resolve_device
+from poisonlab.experiments.job import environment, resolve_device, trainer_options
 from poisonlab.experiments.store import ResultStore
 from poisonlab.experiments.train import STORE, build_for
 from poisonlab.io.artifact import load_artifact, save_artifact
@@ -169,10 +169,8 @@ def _trial(
         seeds,
         hooks=hooks,
         checkpointer=ckpt,
-        checkpoint_every=config.runtime.checkpoint_every,
         should_stop=should_stop,
-        amp=config.runtime.amp,
-        channels_last=config.runtime.channels_last,
+        **trainer_options(config.runtime),
         progress=progress,
     )
     history = trainer.fit()

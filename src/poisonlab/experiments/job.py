@@ -60,6 +60,15 @@ def apply_runtime(runtime: RuntimeConfig) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def trainer_options(runtime: RuntimeConfig) -> dict[str, Any]:
+    """The Trainer keyword arguments a run's ``runtime`` section sets (checkpoint cadence, AMP, memory layout)."""
+    return {
+        "checkpoint_every": runtime.checkpoint_every,
+        "amp": runtime.amp,
+        "channels_last": runtime.channels_last,
+    }
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and device, stored with every result row."""
     env: dict[str, Any] = {

@@ -15,7 +15,7 @@ from poisonlab.config import ExperimentConfig, build
 from poisonlab.data.dataset import Splits
 from poisonlab.data.registry import load_dataset
 from poisonlab.errors import CheckpointError
-from poisonlab.experiments.job import environment, resolve_device
+from poisonlab.experiments.job import environment, resolve_device, trainer_options
 from poisonlab.experiments.store import ResultStore
 from poisonlab.io.artifact import load_artifact, save_artifact
 from poisonlab.io.atomic import write_bytes_atomic
@@ -78,10 +78,8 @@ def train_experiment(
         config.train,
         seeds,
         checkpointer=ckpt,
-        checkpoint_every=config.runtime.checkpoint_every,
         should_stop=should_stop,
-        amp=config.runtime.amp,
-        channels_last=config.runtime.channels_last,
+        **trainer_options(config.runtime),
         progress=progress,
     )
     t0 = time.perf_counter()

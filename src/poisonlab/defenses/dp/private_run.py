@@ -16,6 +16,7 @@ from poisonlab.config import ExperimentConfig, TrainConfig
 from poisonlab.data.dataset import Dataset
 from poisonlab.defenses.dp.accounting import calibrate_noise, epsilon, sample_rate_for
 from poisonlab.defenses.dp.dp_sgd import DPSGD
+from poisonlab.experiments.job import trainer_options
 from poisonlab.io.checkpoint import Checkpointer
 from poisonlab.models.build import build_model
 from poisonlab.rng import SeedTree
@@ -103,10 +104,8 @@ def train_model(
         seeds,
         hooks=hooks,
         checkpointer=Checkpointer(ckpt_dir, config.config_hash(), keep=config.runtime.keep_checkpoints),
-        checkpoint_every=config.runtime.checkpoint_every,
         should_stop=should_stop,
-        amp=config.runtime.amp,
-        channels_last=config.runtime.channels_last,
+        **trainer_options(config.runtime),
         progress=progress,
     )
     history = trainer.fit()
