@@ -31,7 +31,6 @@ so the same objective needs beta * 255^2 here; lam * beta is then unchanged and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +40,6 @@ from poisonlab.attacks.poisoning.gradient_matching import PoisonTask
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.scenarios import last_linear
 from poisonlab.budget import LinfBudget
-from poisonlab.errors import CheckpointError, Interrupted
 from poisonlab.rng import SeedTree
 from poisonlab.utils.progress import progress_bar
 
@@ -156,6 +154,7 @@ class FeatureCollision(Crafter):
     """
 
     name = "feature-collision"
+    resume_keys = ("delta", "floss", "obj", "grad", "lr")
 
     # ------------------------------------------------------------------ main loop
     def _craft(self, task: PoisonTask, surrogates: list[nn.Module], seeds: SeedTree) -> PoisonSet:
@@ -204,65 +203,17 @@ class FeatureCollision(Crafter):
                     if self.on_step is not None:
                         info = {"restart": r, "step": step, "loss": loss, "lr": float(lr.mean())}
                         self.on_step({**info, "objective": float(obj.mean())})
-                    if self.should_stop():
-                        self._save(state)
-                        raise Interrupted(f"crafting stopped at restart {r} step {step + 1}; checkpoint saved")
-                    if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                        self._save(state)
-                loss = float(floss.mean())
-                state["scores"].append(loss)
-                if state["best"] is None or loss < state["best"]["loss"]:
-                    state["best"] = {"delta": delta.cpu(), "loss": loss, "restart": r}
-                state.update(restart=r + 1, step=0, current=None)
-                self._save(state)
-        best = state["best"]
-        return PoisonSet(
-            poison_ids=ids,
-            deltas=best["delta"].cpu().float().contiguous(),
-            target_ids=task.targets.ids.cpu(),
-            adv_class=int(task.adv_class),
-            eps=float(cfg.eps),
-            recipe=self.name,
-            seeds=seeds.record(),
-            restart_losses=tuple(float(v) for v in state["scores"]),
-            meta={
-                "best_restart": int(best["restart"]),
-                "steps": cfg.steps,
-                "ensemble": len(surrogates),
-                "beta": beta,
-                "feature_dim": int(t_feats[0].shape[1]),
-                "watermark": float(cfg.fc_watermark),
-            },
+                    self._after_step(state, r, step)
+                self._end_restart(state, delta, float(floss.mean()))
+        return self._best_poisons(
+            task,
+            state,
+            seeds,
+            len(surrogates),
+            beta=beta,
+            feature_dim=int(t_feats[0].shape[1]),
+            watermark=float(cfg.fc_watermark),
         )
-
-    # ------------------------------------------------------------------ state
-    def _initial_state(self, ids: torch.Tensor) -> dict[str, Any]:
-        fresh = {
-            "recipe": self.name,
-            "poison_ids": ids,
-            "restart": 0,
-            "step": 0,
-            "scores": [],
-            "best": None,
-            "current": None,
-        }
-        if self.checkpointer is None:
-            return fresh
-        state = self.checkpointer.load_latest()
-        if state is None:
-            return fresh
-        try:
-            if state.get("recipe") != self.name:
-                raise ValueError(f"the checkpoint is of recipe {state.get('recipe')!r}")
-            if not torch.equal(state["poison_ids"], ids):
-                raise ValueError("the checkpoint was crafted for other poison ids")
-            state["scores"] = [float(v) for v in state["scores"]]
-            int(state["restart"]), int(state["step"])
-            if state["current"] is not None:
-                _ = [state["current"][k] for k in ("delta", "floss", "obj", "grad", "lr")]
-        except (AttributeError, KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{self.checkpointer.root}: cannot resume crafting ({err})") from None
-        return state
 
 
 def watermark(base: torch.Tensor, targets: torch.Tensor, opacity: float) -> torch.Tensor:

@@ -14,7 +14,6 @@ from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.signed_adam import SignedAdam, step_decay
 from poisonlab.budget import LinfBudget
 from poisonlab.data.dataset import Dataset
-from poisonlab.errors import CheckpointError, Interrupted
 from poisonlab.models.layers import Normalize
 from poisonlab.rng import SeedTree
 from poisonlab.training.augment import DifferentiableAugment
@@ -179,45 +178,9 @@ class GradientMatching(Crafter):
                     bar.update(1)
                     if self.on_step is not None:
                         self.on_step({"restart": r, "step": step, "loss": loss, "lr": tau0 * factor})
-                    if self.should_stop():
-                        self._save(state)
-                        raise Interrupted(f"crafting stopped at restart {r} step {step + 1}; checkpoint saved")
-                    if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                        self._save(state)
-                state["scores"].append(loss)
-                if state["best"] is None or loss < state["best"]["loss"]:
-                    state["best"] = {"delta": delta.cpu(), "loss": loss, "restart": r}
-                state.update(restart=r + 1, step=0, current=None)
-                self._save(state)
-        best = state["best"]
-        return PoisonSet(
-            poison_ids=ids,
-            deltas=best["delta"].cpu().float().contiguous(),
-            target_ids=task.targets.ids.cpu(),
-            adv_class=int(task.adv_class),
-            eps=float(cfg.eps),
-            recipe=self.name,
-            seeds=seeds.record(),
-            restart_losses=tuple(float(v) for v in state["scores"]),
-            meta={"best_restart": int(best["restart"]), "steps": cfg.steps, "ensemble": len(surrogates)},
-        )
-
-    # ------------------------------------------------------------------ state
-    def _initial_state(self, ids: torch.Tensor) -> dict[str, Any]:
-        fresh = {"poison_ids": ids, "restart": 0, "step": 0, "scores": [], "best": None, "current": None}
-        if self.checkpointer is None:
-            return fresh
-        state = self.checkpointer.load_latest()
-        if state is None:
-            return fresh
-        try:
-            if not torch.equal(state["poison_ids"], ids):
-                raise ValueError("the checkpoint was crafted for other poison ids")
-            state["scores"] = [float(v) for v in state["scores"]]
-            int(state["restart"]), int(state["step"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{self.checkpointer.root}: cannot resume crafting ({err})") from None
-        return state
+                    self._after_step(state, r, step)
+                self._end_restart(state, delta, loss)
+        return self._best_poisons(task, state, seeds, len(surrogates))
 
 
 def init_delta(kind: str, shape: torch.Size, budget: LinfBudget, generator: torch.Generator) -> torch.Tensor:

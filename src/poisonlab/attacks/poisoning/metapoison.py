@@ -28,7 +28,7 @@ from poisonlab.attacks.poisoning.unroll import (
 )
 from poisonlab.config import TrainConfig
 from poisonlab.data.dataset import Dataset
-from poisonlab.errors import CheckpointError, ConfigError, Interrupted
+from poisonlab.errors import ConfigError
 from poisonlab.io.checkpoint import Checkpointer
 from poisonlab.models.build import init_parameters
 from poisonlab.rng import SeedTree
@@ -229,35 +229,16 @@ class MetaPoison(Crafter):
                     bar.update(1)
                     if self.on_step is not None:
                         self.on_step({"restart": r, "step": step, "loss": loss, "lr": lr})
-                    if self.should_stop():
-                        self._save(state)
-                        raise Interrupted(f"crafting stopped at restart {r} step {step + 1}; checkpoint saved")
-                    if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                        self._save(state)
-                state["scores"].append(loss)
-                if state["best"] is None or loss < state["best"]["loss"]:
-                    resets = [m.resets for m in members]
-                    state["best"] = {"delta": delta.cpu(), "loss": loss, "restart": r, "resets": resets}
-                state.update(restart=r + 1, step=0, current=None)
-                self._save(state)
-        best = state["best"]
-        return PoisonSet(
-            poison_ids=ids,
-            deltas=best["delta"].cpu().float().contiguous(),
-            target_ids=task.targets.ids.cpu(),
-            adv_class=int(task.adv_class),
-            eps=float(cfg.eps),
-            recipe=self.name,
-            seeds=seeds.record(),
-            restart_losses=tuple(float(v) for v in state["scores"]),
-            meta={
-                "best_restart": int(best["restart"]),
-                "steps": cfg.steps,
-                "ensemble": len(surrogates),
-                "unroll_steps": cfg.unroll_steps,
-                "objective": cfg.objective,
-                "member_resets": [int(v) for v in best["resets"]],
-            },
+                    self._after_step(state, r, step)
+                self._end_restart(state, delta, loss, resets=[m.resets for m in members])
+        return self._best_poisons(
+            task,
+            state,
+            seeds,
+            len(surrogates),
+            unroll_steps=cfg.unroll_steps,
+            objective=cfg.objective,
+            member_resets=[int(v) for v in state["best"]["resets"]],
         )
 
     def _members(self, surrogates: list[nn.Module], seeds: SeedTree, device: torch.device) -> list[_Member]:
@@ -345,22 +326,6 @@ class MetaPoison(Crafter):
             member.reset()
 
     # ------------------------------------------------------------------ state
-    def _initial_state(self, ids: torch.Tensor) -> dict[str, Any]:
-        fresh = {"poison_ids": ids, "restart": 0, "step": 0, "scores": [], "best": None, "current": None}
-        if self.checkpointer is None:
-            return fresh
-        state = self.checkpointer.load_latest()
-        if state is None:
-            return fresh
-        try:
-            if not torch.equal(state["poison_ids"], ids):
-                raise ValueError("the checkpoint was crafted for other poison ids")
-            state["scores"] = [float(v) for v in state["scores"]]
-            int(state["restart"]), int(state["step"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{self.checkpointer.root}: cannot resume crafting ({err})") from None
-        return state
-
     def _save(self, state: dict[str, Any]) -> None:
         if self.checkpointer is None:
             return
