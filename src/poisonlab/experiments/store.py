@@ -7,6 +7,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,34 @@ def _dead(host: str, pid: int, heartbeat: float, now: float, stale_after: float)
             return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def run_stored_trials(
+    path: str | Path,
+    kind: str,
+    config_hash: str,
+    seeds: list[int],
+    run_trial: Callable[[int], dict[str, Any]],
+    headline: Callable[[dict[str, Any]], dict[str, float]],
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Trial t (key ``trial=t``) of a sequential experiment is ``run_trial(t)``, stored in ``path`` with its
+    ``headline`` metrics and seed ``seeds[t]``; trials already stored under ``config_hash`` are read back, not
+    rerun. Returns every trial's row, in order."""
+    from poisonlab.utils.progress import progress_bar
+
+    store = ResultStore(path)
+    done = {r["trial_key"]: r["meta"] for r in store.rows(kind) if r["config_hash"] == config_hash}
+    rows: list[dict[str, Any]] = []
+    with progress_bar(
+        len(seeds), "trials", progress, initial=sum(f"trial={t}" in done for t in range(len(seeds)))
+    ) as bar:
+        for t, seed in enumerate(seeds):
+            key = f"trial={t}"
+            if key not in done:
+                row = run_trial(t)
+                store.add(kind, config_hash, key, seed, headline(row), row)
+                done[key] = row
+                bar.update(1)
+            rows.append(done[key])
+    return rows

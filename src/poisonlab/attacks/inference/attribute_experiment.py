@@ -193,25 +193,20 @@ def run_attribute_experiment(
         summarize_attribute,
         write_report,
     )
-    from poisonlab.experiments.store import ResultStore
-    from poisonlab.utils.progress import progress_bar
+    from poisonlab.experiments.store import run_stored_trials
 
     workdir = Path(workdir)
-    store = ResultStore(workdir / "results.sqlite")
     chash = config.config_hash()
-    done = {r["trial_key"]: r["meta"] for r in store.rows(KIND) if r["config_hash"] == chash}
     arms = {"clean": 0, "poisoned": config.attack.replicas_per_candidate}
-    rows: list[dict[str, Any]] = []
-    with progress_bar(config.trials, "trials", progress, initial=len(done)) as bar:
-        for t in range(config.trials):
-            key = f"trial={t}"
-            if key not in done:
-                row = attribute_trial(config, config.seed + t, arms, should_stop)
-                metrics = {f"{arm}_{k}_accuracy": row[arm][k]["accuracy"] for arm in arms for k in ("confidence",)}
-                store.add(KIND, chash, key, config.seed + t, metrics, row)
-                done[key] = row
-                bar.update(1)
-            rows.append(done[key])
+    rows = run_stored_trials(
+        workdir / "results.sqlite",
+        KIND,
+        chash,
+        [config.seed + t for t in range(config.trials)],
+        lambda t: attribute_trial(config, config.seed + t, arms, should_stop),
+        lambda row: {f"{arm}_confidence_accuracy": row[arm]["confidence"]["accuracy"] for arm in arms},
+        progress,
+    )
     summary = summarize_attribute(rows)
     column = tabular_schema(config.data.name).attribute(config.attack.attribute)
     result = {"config_hash": chash, "config": config.model_dump(mode="json"), "summary": summary,

@@ -161,26 +161,20 @@ def run_canary_experiment(
         summarize_canary,
         write_report,
     )
-    from poisonlab.experiments.store import ResultStore
-    from poisonlab.utils.progress import progress_bar
+    from poisonlab.experiments.store import run_stored_trials
 
     workdir = Path(workdir)
-    store = ResultStore(workdir / "results.sqlite")
     chash = config.config_hash()
-    done = {r["trial_key"]: r["meta"] for r in store.rows(KIND) if r["config_hash"] == chash}
     arms = {"clean": 0, "poisoned": config.canary.replicas}
-    rows: list[dict[str, Any]] = []
-    with progress_bar(config.trials, "trials", progress, initial=len(done)) as bar:
-        for t in range(config.trials):
-            key = f"trial={t}"
-            if key not in done:
-                folder = workdir / f"trial-{t:03d}"
-                row = canary_trial(config, config.seed + t, arms, folder, should_stop)
-                metrics = {f"{arm}_exposure": row[arm]["likelihood"]["exposure"] for arm in arms}
-                store.add(KIND, chash, key, config.seed + t, metrics, row)
-                done[key] = row
-                bar.update(1)
-            rows.append(done[key])
+    rows = run_stored_trials(
+        workdir / "results.sqlite",
+        KIND,
+        chash,
+        [config.seed + t for t in range(config.trials)],
+        lambda t: canary_trial(config, config.seed + t, arms, workdir / f"trial-{t:03d}", should_stop),
+        lambda row: {f"{arm}_exposure": row[arm]["likelihood"]["exposure"] for arm in arms},
+        progress,
+    )
     summary = summarize_canary(rows)
     result = {"config_hash": chash, "config": config.model_dump(mode="json"), "summary": summary, "trials": rows}
     c = config.canary
