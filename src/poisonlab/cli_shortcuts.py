@@ -29,3 +29,20 @@ def shortcut_overrides(args: argparse.Namespace, shortcuts: tuple[Shortcut, ...]
         if value is not None:
             out.append(f"{key}={value}")
     return out
+
+
+def data_shortcuts(dataset_help: str = "dataset (see 'poisonlab datasets')") -> tuple[Shortcut, ...]:
+    """``--dataset`` and ``--data-root``, shared by the commands that load an image dataset."""
+    return (
+        ("--dataset", "NAME", "data.name", dataset_help),
+        ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    )
+
+
+def runtime_shortcuts(seed_help: str = "root seed") -> tuple[Shortcut, ...]:
+    """``--seed``, ``--threads`` and ``--device``, shared by the experiment commands."""
+    return (
+        ("--seed", "S", "seed", seed_help),
+        ("--threads", "N", "runtime.threads", "CPU threads"),
+        ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    )

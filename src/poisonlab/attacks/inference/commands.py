@@ -13,18 +13,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.cli_shortcuts import add_config_arguments, data_shortcuts, runtime_shortcuts, shortcut_overrides
 from poisonlab.experiments.sweep import add_sweep_arguments, run_sweep_command
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
-    ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
-    ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    *data_shortcuts(),
     ("--model", "NAME", "model.name", "architecture of every model"),
     ("--width", "W", "model.width", "model width"),
     ("--epochs", "N", "train.epochs", "training epochs"),
-    ("--seed", "S", "seed", "root seed (keep-masks, inits, batch orders, targets)"),
-    ("--threads", "N", "runtime.threads", "CPU threads"),
-    ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    *runtime_shortcuts("root seed (keep-masks, inits, batch orders, targets)"),
     ("--shadows", "N", "mia.shadows", "models, each on a random half of the universe (>= 4)"),
     ("--universe", "U", "mia.universe", "all (train+test splits) or train"),
     ("--poison-targets", "M", "mia.poison_targets", "Truth Serum: targets (0 = no poisoned arm)"),

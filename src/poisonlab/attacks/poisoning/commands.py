@@ -15,18 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.cli_shortcuts import add_config_arguments, data_shortcuts, runtime_shortcuts, shortcut_overrides
 from poisonlab.errors import PoisonlabError
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
-    ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
-    ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    *data_shortcuts(),
     ("--model", "NAME", "model.name", "surrogate and victim architecture"),
     ("--width", "W", "model.width", "model width"),
     ("--epochs", "N", "train.epochs", "epochs of the victim recipe (surrogates use it too)"),
-    ("--seed", "S", "seed", "root seed"),
-    ("--threads", "N", "runtime.threads", "CPU threads"),
-    ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    *runtime_shortcuts(),
     ("--recipe", "NAME", "poison.recipe", "gradient-matching, metapoison or feature-collision"),
     ("--scenario", "S", "poison.scenario", "from-scratch, fine-tune or transfer"),
     ("--eps", "EPS", "poison.eps", "l-inf radius in pixel01 units, e.g. 16/255"),

@@ -16,18 +16,15 @@ from typing import Any
 
 import yaml
 
-from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.cli_shortcuts import add_config_arguments, data_shortcuts, runtime_shortcuts, shortcut_overrides
 from poisonlab.errors import ConfigError
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
-    ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
-    ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    *data_shortcuts(),
     ("--model", "NAME", "model.name", "surrogate architecture"),
     ("--width", "W", "model.width", "surrogate width"),
     ("--epochs", "N", "train.epochs", "epochs of the recipe (surrogates and victims)"),
-    ("--seed", "S", "seed", "root seed"),
-    ("--threads", "N", "runtime.threads", "CPU threads"),
-    ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    *runtime_shortcuts(),
     ("--eps", "EPS", "protect.eps", "l-inf radius in pixel01 units, e.g. 8/255"),
     ("--fraction", "F", "protect.fraction", "fraction of the training set protected (default 1)"),
     ("--objective", "LOSS", "protect.objective", "reverse-ce (default) or negative-ce"),

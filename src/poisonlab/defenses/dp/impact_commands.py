@@ -13,20 +13,17 @@ import argparse
 import time
 from typing import Any
 
-from poisonlab.cli_shortcuts import add_config_arguments
+from poisonlab.cli_shortcuts import add_config_arguments, data_shortcuts, runtime_shortcuts
 
 _COMMON = (  # (flag, metavar, config key, help)
-    ("--dataset", "NAME", "data.name", "dataset (see 'poisonlab datasets')"),
-    ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    *data_shortcuts(),
     ("--model", "NAME", "model.name", "architecture (convnet, lenet, mlp; no batch norm under DP-SGD)"),
     ("--width", "W", "model.width", "model width"),
     ("--norm", "NORM", "model.norm", "none (default) or group"),
     ("--epochs", "N", "train.epochs", "epochs of the shared recipe (default 30)"),
     ("--lr", "LR", "train.lr", "learning rate of the shared recipe (default 0.1)"),
     ("--batch-size", "B", "train.batch_size", "(expected) batch size (default 256)"),
-    ("--seed", "S", "seed", "root seed"),
-    ("--threads", "N", "runtime.threads", "CPU threads"),
-    ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    *runtime_shortcuts(),
 )
 _IMPACT = (
     ("--underrepresented-class", "C", "impact.underrepresented_class", "class cut down (default 8)"),

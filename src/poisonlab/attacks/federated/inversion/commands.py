@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from poisonlab.cli_shortcuts import add_config_arguments, shortcut_overrides
+from poisonlab.cli_shortcuts import add_config_arguments, data_shortcuts, runtime_shortcuts, shortcut_overrides
 from poisonlab.experiments.sweep import add_sweep_arguments, run_sweep_command
 
 _SHORTCUTS = (  # (flag, metavar, config key, help)
-    ("--dataset", "NAME", "data.name", "dataset the private images come from (see 'poisonlab datasets')"),
-    ("--data-root", "DIR", "data.root", "folder of an on-disk dataset"),
+    *data_shortcuts("dataset the private images come from (see 'poisonlab datasets')"),
     ("--model", "NAME", "model.name", "architecture the server sends (convnet, mlp, lenet, resnet18)"),
     ("--width", "W", "model.width", "model width"),
     ("--norm", "KIND", "model.norm", "batch, group or none"),
-    ("--seed", "S", "seed", "root seed (model init, batch choice, attack initialisation)"),
-    ("--threads", "N", "runtime.threads", "CPU threads"),
-    ("--device", "DEV", "runtime.device", "auto, cpu or cuda"),
+    *runtime_shortcuts("root seed (model init, batch choice, attack initialisation)"),
     ("--attack", "NAME", "invert.attack", "inverting-gradients (default), dlg, idlg or analytic"),
     ("--batch-size", "B", "invert.batch_size", "images per client update"),
     ("--trials", "T", "invert.trials", "independent client updates attacked"),
