@@ -27,6 +27,12 @@ def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--defenses", help="comma-separated defenses (default: the budget's list)")
     p.add_argument("--executor", choices=["sequential", "local", "ray"], help="how trials run (default local)")
     p.add_argument("--workers", type=int, help="parallel trials (default: one per core)")
+    p.add_argument(
+        "--max-trials",
+        type=int,
+        metavar="N",
+        help="at most N seeds per attack and defense (a later run without it adds the rest to the same store)",
+    )
     p.add_argument("--store", help="result store file (default WORKDIR/results.sqlite)")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--workdir", required=True, help="folder for trials, the result store and the report")
@@ -46,6 +52,7 @@ def run_audit(args: argparse.Namespace) -> int:
         ("budget", "audit.budget"),
         ("executor", "audit.executor"),
         ("workers", "audit.workers"),
+        ("max_trials", "audit.max_trials"),
         ("store", "audit.store"),
         ("device", "runtime.device"),
     ):

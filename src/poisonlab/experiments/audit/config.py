@@ -49,6 +49,12 @@ class AuditSection(Frozen):
     defenses: tuple[str, ...] = ()
     executor: Literal["sequential", "local", "ray"] = "local"
     workers: int | None = Field(None, ge=1, le=1024)
+    max_trials: int | None = Field(
+        None,
+        ge=1,
+        description="run at most this many trials (seeds) per probe and defense; the budget's parameters, and so "
+        "the stored trials, stay the same, so a later run without it adds the remaining seeds",
+    )
     store: str | None = Field(None, description="result store file; default WORKDIR/results.sqlite")
 
     def defense_names(self) -> tuple[str, ...]:

@@ -55,6 +55,8 @@ def plan_trials(config: AuditConfig, workdir: Path) -> list[tuple[Probe, Defense
     for probe in probes:
         plan = probe.plan(config.audit.budget)
         n = int(plan.pop("trials"))
+        if config.audit.max_trials is not None:
+            n = min(n, config.audit.max_trials)
         only = plan.pop("defenses", None)  # a budget may measure a probe under some defenses only
         params = plan
         for defense in defenses:
