@@ -112,7 +112,8 @@ def audit_experiment(
     write_bytes_atomic(
         workdir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
     )
-    done = {r["trial_key"] for r in store.rows(KIND) if r["config_hash"] in {t.config_hash for _, _, t in planned}}
+    ids = {(t.config_hash, t.key) for _, _, t in planned}
+    done = {r["trial_key"] for r in store.rows(KIND) if (r["config_hash"], r["trial_key"]) in ids}
     eta = estimate_seconds(config, planned, done)
     probes = sorted({p.name for p, _, _ in planned})
     defenses = list(dict.fromkeys(d.name for _, d, _ in planned))
