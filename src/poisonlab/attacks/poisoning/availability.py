@@ -116,7 +116,7 @@ class AvailabilityPoisoning(Crafter):
         augment = DifferentiableAugment.for_shape(task.train.shape) if self.augment else None
         tau0 = cfg.tau * (cfg.pbatch / 512) / len(surrogates)
         scale = pixel_step_scale(surrogates[0], x_all.shape[1])
-        state = self._initial_state(ids, x_all.shape)
+        state = self._initial_release_state(ids, x_all.shape)
         done = (state["batch"] * cfg.restarts + state["restart"]) * cfg.steps + state["step"]
         with progress_bar(len(batches) * cfg.restarts * cfg.steps, "protect", self.progress, initial=done) as bar:
             while state["batch"] < len(batches):
@@ -206,7 +206,7 @@ class AvailabilityPoisoning(Crafter):
         state.update(restart=r + 1, step=0, current=None)
 
     # ------------------------------------------------------------------ state
-    def _initial_state(self, ids: torch.Tensor, shape: torch.Size) -> dict[str, Any]:
+    def _initial_release_state(self, ids: torch.Tensor, shape: torch.Size) -> dict[str, Any]:
         fresh = {
             "protect_ids": ids,
             "deltas": torch.zeros(shape),
