@@ -33,3 +33,12 @@ def test_max_trials_keeps_the_first_seeds_with_the_same_keys_and_hashes(tmp_path
 def test_max_trials_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_trials"):
         _plan(tmp_path, "audit.max_trials=0")
+
+
+def test_targeted_probe_keeps_one_pretrained_model_per_model_variant() -> None:
+    from poisonlab.experiments.audit.defenses import PRESETS
+    from poisonlab.experiments.audit.probe_targeted import pretrained_folder
+
+    assert pretrained_folder(PRESETS["none"].model) == pretrained_folder(PRESETS["mixup"].model) == "pretrained"
+    assert pretrained_folder(PRESETS["dp-sgd"].model) == "pretrained-norm-group"  # group norm: its own public model
+    assert pretrained_folder({"width": 8, "norm": "group"}) == "pretrained-norm-group-width-8"

@@ -70,6 +70,12 @@ class TargetedProbe(Probe):
         return defense.filter is None  # filters are measured against the backdoor probe
 
 
+def pretrained_folder(model_change: dict[str, Any]) -> str:
+    """The shared public model of the transfer scenario: one per model variant, since a defense that changes the
+    model (DP-SGD: group norm) needs its own pretrained network, e.g. ``pretrained-norm-group``."""
+    return "-".join(["pretrained", *(f"{k}-{v}" for k, v in sorted(model_change.items()))])
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     ctx = TrialContext.from_spec(spec)
     t0 = time.perf_counter()
@@ -78,7 +84,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     # the attacker's recipe is the defended one: it knows the architecture the victim trains
     pconf = build(PoisoningExperimentConfig, {**ctx.config.model_dump(mode="json"), "seed": ctx.seed, "poison": craft})
     folder = Path(ctx.workdir) / "targeted" / f"{ctx.defense.name}-seed{ctx.seed}"
-    shared = Path(ctx.workdir) / "shared" / "pretrained"
+    shared = Path(ctx.workdir) / "shared" / pretrained_folder(ctx.defense.model)
     crafted = craft_experiment(pconf, folder, pretrained_dir=shared)
     splits = ctx.splits
     ps = PoisonSet.load(folder / POISONS, splits.train)
