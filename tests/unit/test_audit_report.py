@@ -37,3 +37,17 @@ def test_tradeoff_chart_is_absent_without_rates() -> None:
     }
     assert tradeoff_points(result) == {}
     assert tradeoff_png(result) is None
+
+
+def test_probe_figures_take_the_first_existing_picture_with_the_probes_caption(tmp_path) -> None:
+    from poisonlab.experiments.audit.probes import PROBES, load_probes
+
+    load_probes()
+    png = tmp_path / "a.png"
+    png.write_bytes(b"PNG")
+    missing = {"key": "m", "meta": {"roc_png": str(tmp_path / "gone.png")}}
+    found = {"key": "k", "meta": {"roc_png": str(png)}}
+    entry = {"defenses": {"none": {"rows": [missing]}, "mixup": {"rows": [found]}}}
+    assert PROBES.get("membership").figures(entry, tmp_path) == [("ROC curves (log-log) of trial k", b"PNG")]
+    assert PROBES.get("membership").figures({"defenses": {"none": {"rows": [missing]}}}, tmp_path) == []
+    assert PROBES.get("clean").figures(entry, tmp_path) == []  # no picture key: no figure

@@ -41,12 +41,10 @@ class FederatedBackdoorProbe(Probe):
     }
     seconds = {"quick": 300.0, "standard": 600.0, "full": 1200.0}
 
-    def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        found = self.first_picture(entry, "curves_png")
-        if found is None:
-            return []
-        row, png = found
-        return [(f"main and backdoor accuracy per round under FedAvg, trial {row['key']}", png)]
+    picture = "curves_png"
+
+    def caption(self, row: dict[str, Any]) -> str:
+        return f"main and backdoor accuracy per round under FedAvg, trial {row['key']}"
 
 
 def _config(ctx: TrialContext, aggregator: str) -> Any:

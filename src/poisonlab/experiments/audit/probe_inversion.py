@@ -33,12 +33,10 @@ class InversionProbe(Probe):
     }
     seconds = {"quick": 40.0, "standard": 300.0, "full": 900.0}
 
-    def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        found = self.first_picture(entry, "grid_png")
-        if found is None:
-            return []
-        row, png = found
-        return [(f"ground truth (top) and reconstruction (bottom), trial {row['key']}", png)]
+    picture = "grid_png"
+
+    def caption(self, row: dict[str, Any]) -> str:
+        return f"ground truth (top) and reconstruction (bottom), trial {row['key']}"
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

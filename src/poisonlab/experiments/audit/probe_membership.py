@@ -49,12 +49,10 @@ class MembershipProbe(Probe):
     def supports(self, defense: Any) -> bool:
         return defense.filter is None  # a filter's two-stage training is measured against the backdoor probe
 
-    def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        found = self.first_picture(entry, "roc_png")
-        if found is None:
-            return []
-        row, png = found
-        return [(f"ROC curves (log-log) of trial {row['key']}", png)]
+    picture = "roc_png"
+
+    def caption(self, row: dict[str, Any]) -> str:
+        return f"ROC curves (log-log) of trial {row['key']}"
 
 
 def _get(metrics: dict[str, Any], arm: str, subset: str, key: str) -> float:

@@ -54,17 +54,14 @@ class TargetedProbe(Probe):
     }
     seconds = {"quick": 110.0, "standard": 200.0, "full": 600.0}
 
-    def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        found = self.first_picture(entry, "poisons_png")
-        if found is None:
-            return []
-        row, png = found
+    picture = "poisons_png"
+
+    def caption(self, row: dict[str, Any]) -> str:
         meta = row["meta"]
-        caption = (
+        return (
             f"poisons of trial {row['key']} (clean | poisoned | amplified difference); target ids "
             f"{meta.get('target_ids')} -> class {meta.get('adv_class')}"
         )
-        return [(caption, png)]
 
     def supports(self, defense: Any) -> bool:
         return defense.filter is None  # filters are measured against the backdoor probe

@@ -48,9 +48,20 @@ class Probe:
         """Whether this probe can be measured under ``defense`` (a DefensePreset)."""
         return self.defended or defense.name == "none"
 
+    picture: str = ""  # meta key under which a trial row names its PNG for the report ("" = none)
+
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
-        """(caption, PNG) pictures for the report, from the probe's summarised ``entry``."""
-        return []
+        """(caption, PNG) pictures for the report, from the probe's summarised ``entry``: by default the first
+        trial's ``meta[picture]`` with :meth:`caption`."""
+        found = self.first_picture(entry, self.picture) if self.picture else None
+        if found is None:
+            return []
+        row, png = found
+        return [(self.caption(row), png)]
+
+    def caption(self, row: dict[str, Any]) -> str:
+        """The report caption of trial ``row``'s picture."""
+        return f"trial {row['key']}"
 
     @staticmethod
     def first_picture(entry: dict[str, Any], meta_key: str) -> tuple[dict[str, Any], bytes] | None:
