@@ -80,8 +80,15 @@ class Crafter:
     def _initial_state(self, ids: torch.Tensor) -> dict[str, Any]:
         """A fresh restart-loop state for poisons ``ids``, or the newest checkpoint's, after checking that it
         was written by this recipe for these ids (and that its in-progress restart holds ``resume_keys``)."""
-        fresh = {"recipe": self.name, "poison_ids": ids, "restart": 0, "step": 0, "scores": [], "best": None}
-        fresh["current"] = None
+        fresh = {
+            "recipe": self.name,
+            "poison_ids": ids,
+            "restart": 0,
+            "step": 0,
+            "scores": [],
+            "best": None,
+            "current": None,
+        }
         state = None if self.checkpointer is None else self.checkpointer.load_latest()
         if state is None:
             return fresh
