@@ -8,6 +8,7 @@ New attacks join the audit by registering a probe here (``@PROBES.register``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from poisonlab.registry import Registry
@@ -39,6 +40,7 @@ class Probe:
     plans: dict[str, dict[str, Any]] = {}
     defended: bool = True  # False: the probe ignores training defenses (runs under "none" only)
     seconds: dict[str, float] = {}  # rough wall time of one trial per budget on 2 cores (for the ETA)
+    picture: str = ""  # meta key under which a trial row names its PNG for the report ("" = none)
 
     def plan(self, budget: str) -> dict[str, Any]:
         """``{"trials": n, **params}`` for a budget."""
@@ -47,8 +49,6 @@ class Probe:
     def supports(self, defense: Any) -> bool:
         """Whether this probe can be measured under ``defense`` (a DefensePreset)."""
         return self.defended or defense.name == "none"
-
-    picture: str = ""  # meta key under which a trial row names its PNG for the report ("" = none)
 
     def figures(self, entry: dict[str, Any], workdir: Any) -> list[tuple[str, bytes]]:
         """(caption, PNG) pictures for the report, from the probe's summarised ``entry``: by default the first
@@ -66,8 +66,6 @@ class Probe:
     @staticmethod
     def first_picture(entry: dict[str, Any], meta_key: str) -> tuple[dict[str, Any], bytes] | None:
         """The first trial row (over all defenses) whose ``meta[meta_key]`` names an existing PNG, with its bytes."""
-        from pathlib import Path
-
         for d in entry["defenses"].values():
             for row in d["rows"]:
                 png = Path(row["meta"].get(meta_key, ""))
