@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from poisonlab.attacks.poisoning.adversarial_poisons import adversarial_objective
 from poisonlab.attacks.poisoning.crafter import Crafter
 from poisonlab.attacks.poisoning.gradient_matching import alignment, init_delta, parameters_of, pixel_step_scale
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.protect_config import Objective, ProtectConfig
-from poisonlab.attacks.poisoning.signed_adam import SignedAdam, step_decay
+from poisonlab.attacks.poisoning.signed_adam import SignedAdam, SignedStep, step_decay
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import CheckpointError, Interrupted
 from poisonlab.rng import SeedTree
@@ -82,6 +83,11 @@ class AvailabilityPoisoning(Crafter):
     another equals the reference's interleaved loop up to the augmentation stream, and a batch is the natural unit
     of checkpointing and of online release. Surrogates are in eval mode.
 
+    ``method: adversarial-targeted`` / ``adversarial-untargeted`` replace the alignment by the adversarial poisons
+    of the same reference code (:mod:`~poisonlab.attacks.poisoning.adversarial_poisons`): each step descends the
+    ensemble mean of CE towards ``(y + 1) mod C`` (or -CE at ``y``) on ``aug(x_B + d)``, one backward per
+    surrogate, with PGD steps of ``pgd_tau * eps`` (no decay) unless ``optimizer`` says otherwise.
+
     Args:
         config: the protection recipe (``ProtectConfig``).
         augment: differentiable shift/flip of the poisons at every step (the victim recipe's augmentation).
@@ -111,11 +117,16 @@ class AvailabilityPoisoning(Crafter):
         y_all = task.train.labels[pos].to(device)
         batches = [(s, min(s + cfg.pbatch, len(ids))) for s in range(0, len(ids), cfg.pbatch)]
         shared = None
-        if cfg.target_scope == "all":
+        if cfg.method != "alignment":
+            shared = [[] for _ in surrogates]  # the adversarial methods need no target gradient
+        elif cfg.target_scope == "all":
             shared = [availability_gradient(m, x_all, y_all, cfg.objective, cfg.pbatch) for m in surrogates]
         augment = DifferentiableAugment.for_shape(task.train.shape) if self.augment else None
-        tau0 = cfg.tau * (cfg.pbatch / 512) / len(surrogates)
-        scale = pixel_step_scale(surrogates[0], x_all.shape[1])
+        if cfg.crafting_optimizer == "pgd":
+            tau0, scale = cfg.pgd_tau * float(cfg.eps), torch.ones(1, device=device)
+        else:
+            tau0 = cfg.tau * (cfg.pbatch / 512) / len(surrogates)
+            scale = pixel_step_scale(surrogates[0], x_all.shape[1])
         state = self._initial_release_state(ids, x_all.shape)
         done = (state["batch"] * cfg.restarts + state["restart"]) * cfg.steps + state["step"]
         with progress_bar(len(batches) * cfg.restarts * cfg.steps, "protect", self.progress, initial=done) as bar:
@@ -142,6 +153,8 @@ class AvailabilityPoisoning(Crafter):
             seeds=seeds.record(),
             restart_losses=tuple(float(v) for v in state["batch_losses"]),
             meta={
+                "method": cfg.method,
+                "optimizer": cfg.crafting_optimizer,
                 "objective": cfg.objective,
                 "target_scope": cfg.target_scope,
                 "steps": cfg.steps,
@@ -170,7 +183,7 @@ class AvailabilityPoisoning(Crafter):
         cfg: ProtectConfig = self.config  # type: ignore[assignment]
         b, r = state["batch"], state["restart"]
         sub = seeds.child(f"batch-{b}").child(f"restart-{r}")
-        adam = SignedAdam(tau0, scale)
+        adam = SignedAdam(tau0, scale) if cfg.crafting_optimizer == "signed-adam" else SignedStep(tau0, scale)
         aug_rng = sub.generator("augment", x.device)
         if state["current"] is None:
             delta = cfg.linf.project(init_delta(cfg.init, x.shape, cfg.linf, sub.generator("init")).to(x.device), x)
@@ -182,8 +195,11 @@ class AvailabilityPoisoning(Crafter):
             aug_rng.set_state(cur["augment_rng"].cpu())
             loss = float(cur["loss"])
         for step in range(state["step"], cfg.steps):
-            loss, grad = alignment(delta, x, y, surrogates, target, cfg.pbatch, augment, aug_rng)
-            factor = step_decay(step, cfg.steps, cfg.schedule)
+            if cfg.method == "alignment":
+                loss, grad = alignment(delta, x, y, surrogates, target, cfg.pbatch, augment, aug_rng)
+            else:
+                loss, grad = adversarial_objective(delta, x, y, surrogates, cfg.method, cfg.pbatch, augment, aug_rng)
+            factor = 1.0 if cfg.crafting_optimizer == "pgd" else step_decay(step, cfg.steps, cfg.schedule)
             delta = cfg.linf.project(adam.step(delta, grad, factor), x).detach()
             state["step"] = step + 1
             state["current"] = {

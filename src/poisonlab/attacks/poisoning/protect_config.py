@@ -18,12 +18,21 @@ from poisonlab.budget import LinfBudget, PoisonBudget
 from poisonlab.config import ExperimentConfig, Frozen, Ratio, apply_overrides, build, load_yaml
 
 Objective = Literal["reverse-ce", "negative-ce"]
+Method = Literal["alignment", "adversarial-targeted", "adversarial-untargeted"]
+Optimizer = Literal["signed-adam", "pgd"]
 TargetScope = Literal["batch", "all"]
 
 
 class ProtectConfig(Frozen):
     """What the data owner protects and how hard it tries.
 
+    ``method``: ``alignment`` (Fowl et al., arXiv 2103.02683: align each batch's training gradient with the
+    gradient of ``objective``), or the adversarial poisons of the same reference code (Fowl et al., "Adversarial
+    Examples Make Strong Poisons", arXiv 2106.10807): ``adversarial-targeted`` = class-targeted adversarial
+    examples of the surrogates towards the permuted label ``(y + 1) mod C`` (the reference's default recipe),
+    ``adversarial-untargeted`` = error-maximising adversarial examples (maximise CE at the true label).
+    ``optimizer`` None = signed Adam with step decay for ``alignment`` (lr ``tau``) and PGD for the adversarial
+    methods (fixed signed step ``pgd_tau * eps``, never decayed, as the reference's ``--attackoptim PGD --tau 0.05``).
     ``objective``: the loss whose descent destroys clean accuracy: ``reverse-ce`` = -log(1 - p_y) (reference
     ``reverse_xent``), or ``negative-ce`` = -CE (forest's ``untargeted-cross-entropy``).
     ``target_scope``: the clean samples the target gradient is taken over: ``batch`` = each poison batch's own
@@ -36,7 +45,10 @@ class ProtectConfig(Frozen):
 
     eps: Ratio = Field(8 / 255, gt=0, le=1, description="l-inf radius in pixel01 units, e.g. 8/255")
     fraction: Ratio = Field(1.0, gt=0, le=1, description="fraction of the training set protected")
+    method: Method = "alignment"
     objective: Objective = "reverse-ce"
+    optimizer: Optimizer | None = Field(None, description="signed-adam or pgd; None = the method's reference choice")
+    pgd_tau: Ratio = Field(0.05, gt=0, le=1, description="PGD step as a fraction of eps")
     target_scope: TargetScope = "batch"
     restarts: int = Field(1, ge=1, le=1000)
     steps: int = Field(250, ge=1, le=100_000, description="signed-Adam iterations per poison batch")
@@ -68,6 +80,13 @@ class ProtectConfig(Frozen):
         if self.release_batches > 1 and not self.online:
             raise ValueError("release_batches > 1 needs online: true")
         return self
+
+    @property
+    def crafting_optimizer(self) -> Optimizer:
+        """The optimiser that runs: ``optimizer``, or the method's reference choice when None."""
+        if self.optimizer is not None:
+            return self.optimizer
+        return "signed-adam" if self.method == "alignment" else "pgd"
 
     @property
     def linf(self) -> LinfBudget:

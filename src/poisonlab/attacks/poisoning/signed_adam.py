@@ -76,3 +76,21 @@ def step_decay(step: int, steps: int, enabled: bool = True) -> float:
         return 1.0
     marks = (steps // 2.667, steps // 1.6, steps // 1.142)
     return 0.1 ** sum(step >= m for m in marks)
+
+
+class SignedStep:
+    """Plain PGD: ``param - lr * lr_factor * scale * sign(grad)`` (the reference's ``--attackoptim PGD``).
+    Stateless; ``state_dict`` exists so it checkpoints like :class:`SignedAdam`."""
+
+    def __init__(self, lr: float, scale: torch.Tensor | float = 1.0) -> None:
+        self.lr = float(lr)
+        self.scale = scale
+
+    def step(self, param: torch.Tensor, grad: torch.Tensor, lr_factor: float = 1.0) -> torch.Tensor:
+        return param - self.lr * lr_factor * self.scale * grad.sign()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
