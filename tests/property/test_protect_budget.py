@@ -57,14 +57,25 @@ def _assert_admissible(ps: PoisonSet, base: Dataset, count: int) -> None:
     steps=st.integers(1, 2),
     objective=st.sampled_from(["reverse-ce", "negative-ce"]),
     scope=st.sampled_from(["batch", "all"]),
+    method=st.sampled_from(["alignment", "adversarial-targeted", "adversarial-untargeted"]),
 )
-def test_protected_release_respects_budget_through_png(setting, levels, fraction, seed, steps, objective, scope):
+def test_protected_release_respects_budget_through_png(
+    setting, levels, fraction, seed, steps, objective, scope, method
+):
     base, model = setting
     seeds = SeedTree(seed)
     ids = choose_protected(base, fraction, seeds.generator("selection"))
     count = PoisonBudget(fraction=fraction).resolve(len(base))
     cfg = protect_config(
-        eps=f"{levels}/255", fraction=fraction, steps=steps, tau=5.0, pbatch=32, objective=objective, target_scope=scope
+        eps=f"{levels}/255",
+        fraction=fraction,
+        steps=steps,
+        tau=5.0,
+        pbatch=32,
+        objective=objective,
+        target_scope=scope,
+        method=method,
+        pgd_tau=1.0,
     )  # fmt: skip  (large steps hit the bounds)
     ps = AvailabilityPoisoning(cfg, augment=seed % 2 == 0).craft(ProtectTask(base, ids), [model], seeds)
     _assert_admissible(ps, base, count)
@@ -77,6 +88,7 @@ def test_protected_release_respects_budget_through_png(setting, levels, fraction
     assert torch.equal(back.deltas, ps.quantized(base).deltas)
     assert torch.equal(loaded.deltas, ps.deltas) and torch.equal(loaded.poison_ids, ps.poison_ids)
     assert loaded.recipe == "availability" and loaded.meta["objective"] == objective
+    assert loaded.meta["method"] == method
 
 
 def test_loading_refuses_a_release_that_breaks_its_budget(setting, tmp_path) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from poisonlab.attacks.poisoning.adversarial_poisons import adversarial_objective, permuted_labels
 from poisonlab.attacks.poisoning.availability import (
     AvailabilityPoisoning,
     ProtectTask,
@@ -210,3 +211,56 @@ def test_victim_spec_parsing() -> None:
     for bad in ("convnet:x", "mlp@-1", ":3"):
         with pytest.raises(ConfigError, match="--models"):
             VictimSpec.parse(bad)
+
+
+# ---------------------------------------------------------------- adversarial poisons (Fowl et al. 2021b)
+def test_permuted_labels_are_the_references_shift() -> None:
+    assert permuted_labels(torch.tensor([0, 3, 9]), 10).tolist() == [1, 4, 0]
+
+
+@pytest.mark.parametrize("method", ["adversarial-targeted", "adversarial-untargeted"])
+def test_adversarial_objective_matches_a_hand_computed_loss_and_gradient(method) -> None:
+    g = torch.Generator().manual_seed(3)
+    nets = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double() for _ in range(2)]
+    x, y = torch.rand(5, 1, 2, 2, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1])
+    delta = 0.1 * torch.randn(5, 1, 2, 2, generator=g, dtype=torch.float64)
+    loss, grad = adversarial_objective(delta, x, y, nets, method, pbatch=2)
+    d = delta.clone().requires_grad_(True)
+    label = (y + 1) % 3 if method == "adversarial-targeted" else y
+    sign = 1.0 if method == "adversarial-targeted" else -1.0
+    per = torch.stack([nn.functional.cross_entropy(n(x + d), label, reduction="none") for n in nets]).mean(0) * sign
+    # minibatches of 2, 2, 1: the loss is the mean of minibatch means; each sample's gradient is that of its minibatch
+    weights = torch.tensor([1 / 2, 1 / 2, 1 / 2, 1 / 2, 1.0], dtype=torch.float64)
+    (expected,) = torch.autograd.grad((per * weights).sum(), d)
+    torch.testing.assert_close(grad, expected)
+    assert loss == pytest.approx(float((per[:2].mean() + per[2:4].mean() + per[4:].mean()) / 3))
+
+
+def test_class_targeted_poisons_move_the_surrogate_to_the_next_class(surrogate, digits_small) -> None:
+    cfg = protect_config(eps="96/255", steps=40, pbatch=40, method="adversarial-targeted")
+    assert cfg.crafting_optimizer == "pgd"
+    ids = digits_small.ids[:80]
+    ps = AvailabilityPoisoning(cfg).craft(ProtectTask(digits_small, ids), [surrogate], SeedTree(0))
+    assert ps.meta["method"] == "adversarial-targeted" and ps.meta["optimizer"] == "pgd"
+    ps.check(digits_small)
+    x, y = digits_small.images[:80], digits_small.labels[:80]
+    noise = random_noise_control(ps, digits_small, SeedTree(1).generator("noise"))
+    with torch.no_grad():
+        shifted = (surrogate(x + ps.deltas).argmax(1) == (y + 1) % 10).float().mean()
+        control = (surrogate(x + noise.deltas).argmax(1) == (y + 1) % 10).float().mean()
+    assert shifted > 0.8 and control < 0.2
+
+
+def test_adversarial_protection_resumes_bit_identical(surrogate, digits_small, tmp_path) -> None:
+    fields = {"method": "adversarial-untargeted"}
+    full = _craft(digits_small, [surrogate], **fields)
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 9
+
+    with pytest.raises(Interrupted):
+        _craft(digits_small, [surrogate], checkpointer=Checkpointer(tmp_path, "h"), stop=stop, **fields)
+    resumed = _craft(digits_small, [surrogate], checkpointer=Checkpointer(tmp_path, "h"), **fields)
+    assert torch.equal(full.deltas, resumed.deltas) and full.restart_losses == resumed.restart_losses

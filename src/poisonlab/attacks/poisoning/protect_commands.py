@@ -86,6 +86,11 @@ def run_protect(args: argparse.Namespace) -> int:
             config, args.workdir, not args.quiet, args.force_new, should_stop, export_images=args.export_images
         )
     m, p = row["metrics"], config.protect
+    loss_name = {
+        "alignment": "alignment loss (1 - cos)",
+        "adversarial-targeted": "CE towards (y + 1) mod C",
+        "adversarial-untargeted": "-CE at the true label",
+    }[p.method]
     mode = f"online, {p.release_batches} release batches" if p.online else "offline"
     print(
         f"poisonlab protect: {config.model.name} surrogate on {config.data.name} ({mode}), config {row['config_hash']}"
@@ -95,7 +100,8 @@ def run_protect(args: argparse.Namespace) -> int:
             ("protected samples", f"{m['protected']} (fraction {p.fraction:g})"),
             ("eps", f"{p.eps:.6g} ({p.eps * 255:.3g}/255)"),
             ("max |delta|", f"{m['max_abs_delta']:.6g}"),
-            ("alignment loss (1 - cos), mean over batches", f"{m['mean_batch_loss']:.4f}"),
+            ("method", f"{p.method} ({p.crafting_optimizer})"),
+            (f"{loss_name}, mean over batches", f"{m['mean_batch_loss']:.4f}"),
             ("surrogate test accuracy", ", ".join(f"{a:.4f}" for a in m["surrogate_test_accuracy"]) or "-"),
             ("wall time (s)", f"{time.perf_counter() - t0:.1f}"),
         ]
