@@ -17,7 +17,8 @@ from poisonlab.attacks.poisoning.evaluate import random_noise_control
 from poisonlab.attacks.poisoning.online import merge_releases, online_protect
 from poisonlab.attacks.poisoning.protect_config import load_protection_config, protect_config
 from poisonlab.attacks.poisoning.protection_eval import VictimSpec, evaluate_protection
-from poisonlab.config import TrainConfig
+from poisonlab.attacks.poisoning.surrogates import build_victim_model, train_surrogates
+from poisonlab.config import ModelConfig, TrainConfig
 from poisonlab.data import Dataset, load_dataset
 from poisonlab.errors import ConfigError, Interrupted
 from poisonlab.io import Checkpointer
@@ -191,7 +192,8 @@ def test_noise_control_is_within_budget(surrogate, digits_small) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("eps", 8), ("eps", 0), ("fraction", 0), ("fraction", 1.5), ("steps", 0), ("objective", "ce"),
-     ("target_scope", "global"), ("release_batches", 0), ("unknown", 1)],
+     ("target_scope", "global"), ("release_batches", 0), ("unknown", 1), ("method", "pgd"),
+     ("optimizer", "adam"), ("pgd_tau", 0), ("surrogates", ["resnet18:x"]), ("surrogates", [":8"])],
 )  # fmt: skip
 def test_config_rejects_bad_fields_naming_them(field, value) -> None:
     with pytest.raises(ConfigError, match=f"protect.{field}"):
@@ -203,6 +205,21 @@ def test_config_rejects_inconsistent_settings() -> None:
         protect_config(stagger=True)
     with pytest.raises(ConfigError, match="online"):
         protect_config(release_batches=3)
+    with pytest.raises(ConfigError, match="ensemble 3 disagrees with the 2 surrogates"):
+        protect_config(surrogates="mlp,resnet18:8", ensemble=3)
+
+
+def test_mixed_ensemble_trains_one_member_per_listed_architecture(digits_small) -> None:
+    cfg = protect_config(surrogates="mlp:16,mlp:24", stagger=True)
+    assert cfg.members == 2 and protect_config(ensemble=3).members == 3
+    models = cfg.member_models(ModelConfig(name="convnet"))
+    recipe = TrainConfig(epochs=1, batch_size=32, lr=0.05)
+    nets = train_surrogates(ModelConfig(name="mlp"), recipe, digits_small, SeedTree(0), stagger=True, models=models)
+    widths = [max(p.shape[0] for p in net.parameters() if p.dim() == 2) for net in nets]
+    assert widths == [16, 24] and all(not n.training for n in nets)
+    fresh = build_victim_model(ModelConfig(name="mlp", width=16), digits_small, SeedTree(0).child("surrogate-0"))
+    # staggered: member 0 is its untrained initialisation, drawn from its own seed
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), nets[0].state_dict().values()))
 
 
 def test_victim_spec_parsing() -> None:
@@ -233,6 +250,7 @@ def test_adversarial_objective_matches_a_hand_computed_loss_and_gradient(method)
     weights = torch.tensor([1 / 2, 1 / 2, 1 / 2, 1 / 2, 1.0], dtype=torch.float64)
     (expected,) = torch.autograd.grad((per * weights).sum(), d)
     torch.testing.assert_close(grad, expected)
+    per = per.detach()
     assert loss == pytest.approx(float((per[:2].mean() + per[2:4].mean() + per[4:].mean()) / 3))
 
 

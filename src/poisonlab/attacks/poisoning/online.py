@@ -105,7 +105,7 @@ def online_protect(
             first = train.subset(train.positions_of(batch_ids))
             members = train_surrogates(
                 config.model, surrogate_recipe(config), first, online, p.ensemble, p.stagger, device, stage,
-                config_hash, should_stop, progress,
+                config_hash, should_stop, progress, p.member_models(config.model),
             )  # fmt: skip
         else:
             released = released_view(train, parts, p.online_update == "protected")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from poisonlab.budget import LinfBudget, PoisonBudget
-from poisonlab.config import ExperimentConfig, Frozen, Ratio, apply_overrides, build, load_yaml
+from poisonlab.config import ExperimentConfig, Frozen, ModelConfig, Ratio, apply_overrides, build, load_yaml
 
 Objective = Literal["reverse-ce", "negative-ce"]
 Method = Literal["alignment", "adversarial-targeted", "adversarial-untargeted"]
@@ -37,6 +37,8 @@ class ProtectConfig(Frozen):
     ``reverse_xent``), or ``negative-ce`` = -CE (forest's ``untargeted-cross-entropy``).
     ``target_scope``: the clean samples the target gradient is taken over: ``batch`` = each poison batch's own
     clean images (ALGORITHMS.md section 4 step 2, usable online), ``all`` = every sample of the release.
+    ``surrogates``: a mixed ensemble, one member per ``name[:width]`` entry (e.g. ``[mlp, resnet18:8]``), each
+    trained with the surrogate recipe; empty = ``ensemble`` members of ``model``.
     ``augment`` None follows the victim recipe (``train.augment``).
     Online: the protected ids are released in ``release_batches`` consecutive batches; before batch b > 0 the
     surrogates train ``update_epochs`` more epochs on the batches released so far (their clean copies, or the
@@ -58,6 +60,7 @@ class ProtectConfig(Frozen):
     schedule: bool = Field(True, description="x0.1 step decay at M/2.667, M/1.6, M/1.142")
     augment: bool | None = Field(None, description="differentiable augmentation while crafting; None = as train")
     ensemble: int = Field(1, ge=1, le=64, description="surrogates the alignment is averaged over")
+    surrogates: tuple[str, ...] = Field((), description="mixed ensemble: one member per name[:width]")
     stagger: bool = Field(False, description="member i trained for i epochs of the surrogate recipe")
     surrogate_epochs: int | None = Field(None, ge=1, le=10_000, description="surrogate epochs; None = train.epochs")
     online: bool = Field(False, description="protect and release batch by batch, updating the surrogates")
@@ -73,13 +76,46 @@ class ProtectConfig(Frozen):
             raise ValueError(f"eps is in pixel01 units; write {value:g}/255 for {value:g} intensity levels")
         return value
 
+    @field_validator("surrogates", mode="before")
+    @classmethod
+    def _surrogate_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the CLI's comma-separated form
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("surrogates")
+    @classmethod
+    def _surrogate_specs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            name, _, width = str(text).partition(":")
+            if not name or (width and not (width.isdigit() and int(width) > 0)):
+                raise ValueError(f"expected entries name[:width] such as resnet18:8, got {text!r}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ProtectConfig:
-        if self.stagger and self.ensemble < 2:
+        if self.surrogates and self.ensemble not in (1, len(self.surrogates)):
+            raise ValueError(f"ensemble {self.ensemble} disagrees with the {len(self.surrogates)} surrogates listed")
+        if self.stagger and self.members < 2:
             raise ValueError("stagger needs ensemble >= 2")
         if self.release_batches > 1 and not self.online:
             raise ValueError("release_batches > 1 needs online: true")
         return self
+
+    @property
+    def members(self) -> int:
+        """Number of ensemble members."""
+        return len(self.surrogates) or self.ensemble
+
+    def member_models(self, model: ModelConfig) -> list[ModelConfig]:
+        """The architecture of each ensemble member: the ``surrogates`` entries, or ``ensemble`` x ``model``."""
+        if not self.surrogates:
+            return [model] * self.ensemble
+        out = []
+        for text in self.surrogates:
+            name, _, width = text.partition(":")
+            out.append(ModelConfig(name=name, width=int(width) if width else None, norm=model.norm))
+        return out
 
     @property
     def crafting_optimizer(self) -> Optimizer:

@@ -83,7 +83,7 @@ def protect_experiment(
     else:
         surrogates = train_surrogates(
             config.model, surrogate_recipe(config), train, seeds, p.ensemble, p.stagger, device,
-            workdir / "surrogates", chash, should_stop, progress,
+            workdir / "surrogates", chash, should_stop, progress, p.member_models(config.model),
         )  # fmt: skip
         crafter = AvailabilityPoisoning(
             p, config.crafting_augment(), checkpointer=ckpt, should_stop=should_stop, progress=progress

@@ -9,7 +9,7 @@ are future work: ``CraftConfig.scenario`` only admits "from-scratch" until then.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -55,8 +55,11 @@ def train_surrogates(
     config_hash: str = "",
     should_stop: Callable[[], bool] | None = None,
     progress: bool = False,
+    models: Sequence[ModelConfig] | None = None,
 ) -> list[nn.Module]:
     """Train ``ensemble`` surrogates on the clean ``train`` set (member i from ``seeds.child("surrogate-i")``).
+    With ``models``, member i has architecture ``models[i]`` (a mixed ensemble; ``ensemble`` is then
+    ``len(models)``).
 
     With ``workdir``, each member checkpoints to ``workdir/surrogate-<i>/checkpoints`` (a killed run resumes)
     and is saved as a model artifact ``workdir/surrogate-<i>/model``, which later calls load instead of
@@ -66,9 +69,10 @@ def train_surrogates(
         The trained models, in eval mode.
     """
     members = []
-    for i, epochs in enumerate(stagger_epochs(recipe.epochs, ensemble, stagger)):
+    archs = list(models) if models else [model] * ensemble
+    for i, epochs in enumerate(stagger_epochs(recipe.epochs, len(archs), stagger)):
         sub = seeds.child(f"surrogate-{i}")
-        net = build_victim_model(model, train, sub, device)
+        net = build_victim_model(archs[i], train, sub, device)
         folder = None if workdir is None else Path(workdir) / f"surrogate-{i}"
         if folder is not None and (folder / "model").is_dir():
             _load_weights(net, folder / "model", config_hash)
