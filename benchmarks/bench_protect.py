@@ -143,7 +143,7 @@ def main() -> None:
         "speedup": rate["engine"] / rate["loop"],
         "first_step_losses": first,
     }
-    path = write_json("protect" if args.method == "alignment" else f"protect_{args.method}", payload)
+    path = write_json("protect" if args.method == "alignment" else f"protect_{args.method}_{args.model}", payload)
     print(f"engine {rate['engine']:.1f} samples*steps/s, loop {rate['loop']:.1f}, speedup "
           f"{payload['speedup']:.2f}x; first-step losses {first}; wrote {path}")  # fmt: skip
 

@@ -193,7 +193,7 @@ def test_noise_control_is_within_budget(surrogate, digits_small) -> None:
     ("field", "value"),
     [("eps", 8), ("eps", 0), ("fraction", 0), ("fraction", 1.5), ("steps", 0), ("objective", "ce"),
      ("target_scope", "global"), ("release_batches", 0), ("unknown", 1), ("method", "pgd"),
-     ("optimizer", "adam"), ("pgd_tau", 0), ("surrogates", ["resnet18:x"]), ("surrogates", [":8"])],
+     ("optimizer", "adam"), ("pgd_tau", 0), ("minibatch", 0), ("surrogates", ["resnet18:x"]), ("surrogates", [":8"])],
 )  # fmt: skip
 def test_config_rejects_bad_fields_naming_them(field, value) -> None:
     with pytest.raises(ConfigError, match=f"protect.{field}"):

@@ -86,7 +86,8 @@ class AvailabilityPoisoning(Crafter):
     ``method: adversarial-targeted`` / ``adversarial-untargeted`` replace the alignment by the adversarial poisons
     of the same reference code (:mod:`~poisonlab.attacks.poisoning.adversarial_poisons`): each step descends the
     ensemble mean of CE towards ``(y + 1) mod C`` (or -CE at ``y``) on ``aug(x_B + d)``, one backward per
-    surrogate, with PGD steps of ``pgd_tau * eps`` (no decay) unless ``optimizer`` says otherwise.
+    surrogate and minibatch of ``minibatch`` samples, with PGD steps of ``pgd_tau * eps`` (no decay) unless
+    ``optimizer`` says otherwise.
 
     Args:
         config: the protection recipe (``ProtectConfig``).
@@ -160,6 +161,7 @@ class AvailabilityPoisoning(Crafter):
                 "steps": cfg.steps,
                 "restarts": cfg.restarts,
                 "pbatch": cfg.pbatch,
+                "minibatch": cfg.minibatch,
                 "ensemble": len(surrogates),
                 "augment": self.augment,
                 "batch_restart_losses": state["restart_losses"],
@@ -198,7 +200,8 @@ class AvailabilityPoisoning(Crafter):
             if cfg.method == "alignment":
                 loss, grad = alignment(delta, x, y, surrogates, target, cfg.pbatch, augment, aug_rng)
             else:
-                loss, grad = adversarial_objective(delta, x, y, surrogates, cfg.method, cfg.pbatch, augment, aug_rng)
+                mb = min(cfg.minibatch, cfg.pbatch)
+                loss, grad = adversarial_objective(delta, x, y, surrogates, cfg.method, mb, augment, aug_rng)
             factor = 1.0 if cfg.crafting_optimizer == "pgd" else step_decay(step, cfg.steps, cfg.schedule)
             delta = cfg.linf.project(adam.step(delta, grad, factor), x).detach()
             state["step"] = step + 1
