@@ -7,6 +7,8 @@ is trained once (its seeds are the same in every workdir) and every point's drop
 
     python benchmarks/protect_curves.py --eps 16 32 64 128 --fractions 0.25 0.5 0.75 --fraction-eps 64 \\
         --victims 2 --models mlp convnet:8 lenet --set model.name=lenet --set protect.steps=60
+    python benchmarks/protect_curves.py --models lenet resnet18:8 mlp --set protect.method=adversarial-targeted \\
+        --set protect.surrogates=convnet:8,mlp ...   # adversarial poisons (RESULTS.md has the full command)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def point(overrides: list[str], workdir: Path, models: list[VictimSpec], k: int,
     craft_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = evaluate_protection_experiment(workdir, k, models, arms)
-    print(f"{workdir.name}: alignment {row['metrics']['mean_batch_loss']:.3f}, craft {craft_s:.0f}s, "
+    print(f"{workdir.name}: crafting loss {row['metrics']['mean_batch_loss']:.3f}, craft {craft_s:.0f}s, "
           f"victims {time.perf_counter() - t0:.0f}s", flush=True)  # fmt: skip
     return {"metrics": row["metrics"], "results": out["results"], "craft_seconds": craft_s}
 
