@@ -47,7 +47,8 @@ def add_protect_parser(subparsers: Any) -> argparse.ArgumentParser:
         "protect",
         help="protect a dataset before release: availability poisons that make models trained on it fail",
         description="Train surrogate(s) on the clean data and perturb the training set (or a fraction) so that "
-        "training on it descends the reverse cross-entropy of clean data (secure dataset release); resumes from "
+        "training on it descends the reverse cross-entropy of clean data (--method alignment, secure dataset "
+        "release) or learns class-targeted adversarial features (--method adversarial-targeted); resumes from "
         "WORKDIR if interrupted. Writes WORKDIR/protected (artifact) and WORKDIR/report/protected.png.",
     )
     add_config_arguments(p, _SHORTCUTS, "experiment config file with a 'protect:' section")
