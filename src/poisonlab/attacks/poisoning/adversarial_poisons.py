@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from poisonlab.attacks.poisoning.gradient_matching import perturbed_minibatches
+
 AdversarialMethod = Literal["adversarial-targeted", "adversarial-untargeted"]
 
 
@@ -51,12 +53,7 @@ def adversarial_objective(
     grad = torch.zeros_like(delta)
     losses = []
     n_models = len(surrogates)
-    for start in range(0, delta.shape[0], pbatch):
-        sl = slice(start, start + pbatch)
-        d = delta[sl].detach().requires_grad_(True)
-        inputs = x[sl] + d
-        if augment is not None:
-            inputs = augment(inputs, generator)
+    for sl, d, inputs in perturbed_minibatches(delta, x, pbatch, augment, generator):
         loss = sum(adversarial_poison_loss(m(inputs), y[sl], method) for m in surrogates) / n_models
         (g,) = torch.autograd.grad(loss, d)
         grad[sl] += g

@@ -118,9 +118,7 @@ class AvailabilityPoisoning(Crafter):
         y_all = task.train.labels[pos].to(device)
         batches = [(s, min(s + cfg.pbatch, len(ids))) for s in range(0, len(ids), cfg.pbatch)]
         shared = None
-        if cfg.method != "alignment":
-            shared = [[] for _ in surrogates]  # the adversarial methods need no target gradient
-        elif cfg.target_scope == "all":
+        if cfg.method == "alignment" and cfg.target_scope == "all":
             shared = [availability_gradient(m, x_all, y_all, cfg.objective, cfg.pbatch) for m in surrogates]
         augment = DifferentiableAugment.for_shape(task.train.shape) if self.augment else None
         if cfg.crafting_optimizer == "pgd":
@@ -135,7 +133,9 @@ class AvailabilityPoisoning(Crafter):
                 b = state["batch"]
                 lo, hi = batches[b]
                 x, y = x_all[lo:hi], y_all[lo:hi]
-                target = shared or [availability_gradient(m, x, y, cfg.objective, cfg.pbatch) for m in surrogates]
+                target = shared
+                if target is None and cfg.method == "alignment":
+                    target = [availability_gradient(m, x, y, cfg.objective, cfg.pbatch) for m in surrogates]
                 while state["restart"] < cfg.restarts:
                     self._run_restart(state, x, y, surrogates, target, augment, tau0, scale, seeds, bar)
                 best = state["best"]
@@ -174,7 +174,7 @@ class AvailabilityPoisoning(Crafter):
         x: torch.Tensor,
         y: torch.Tensor,
         surrogates: list[nn.Module],
-        target: list[list[torch.Tensor]],
+        target: list[list[torch.Tensor]] | None,
         augment: nn.Module | None,
         tau0: float,
         scale: torch.Tensor,

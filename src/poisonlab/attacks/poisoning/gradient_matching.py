@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,22 @@ def matching_loss(
     return 1 - dot / (target_norm * p_norm)
 
 
+def perturbed_minibatches(
+    delta: torch.Tensor,
+    x: torch.Tensor,
+    size: int,
+    augment: nn.Module | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """Consecutive minibatches of ``size`` poisons: their slice, a leaf copy ``d`` of the slice of ``delta`` that
+    requires grad, and the inputs ``aug(x + d)`` (augmented once per minibatch, in order, from ``generator``)."""
+    for start in range(0, delta.shape[0], size):
+        sl = slice(start, start + size)
+        d = delta[sl].detach().requires_grad_(True)
+        inputs = x[sl] + d
+        yield sl, d, (inputs if augment is None else augment(inputs, generator))
+
+
 def alignment(
     delta: torch.Tensor,
     x: torch.Tensor,
@@ -80,12 +96,7 @@ def alignment(
     losses = []
     n_models = len(surrogates)
     norms = [torch.stack([g.pow(2).sum() for g in tg]).sum().sqrt() for tg in target_grads]
-    for start in range(0, delta.shape[0], pbatch):
-        sl = slice(start, start + pbatch)
-        d = delta[sl].detach().requires_grad_(True)
-        inputs = x[sl] + d
-        if augment is not None:
-            inputs = augment(inputs, generator)
+    for sl, d, inputs in perturbed_minibatches(delta, x, pbatch, augment, generator):
         batch_loss = 0.0
         for i, model in enumerate(surrogates):
             loss = matching_loss(poison_gradient(model, inputs, y[sl]), target_grads[i], norms[i])

@@ -23,6 +23,14 @@ Optimizer = Literal["signed-adam", "pgd"]
 TargetScope = Literal["batch", "all"]
 
 
+def _member_spec(text: str) -> tuple[str, int | None]:
+    """``name[:width]`` -> (name, width or None); ValueError on a malformed entry."""
+    name, _, width = str(text).partition(":")
+    if not name or (width and not (width.isdigit() and int(width) > 0)):
+        raise ValueError(f"expected entries name[:width] such as resnet18:8, got {text!r}")
+    return name, int(width) if width else None
+
+
 class ProtectConfig(Frozen):
     """What the data owner protects and how hard it tries.
 
@@ -90,9 +98,7 @@ class ProtectConfig(Frozen):
     @classmethod
     def _surrogate_specs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for text in value:
-            name, _, width = str(text).partition(":")
-            if not name or (width and not (width.isdigit() and int(width) > 0)):
-                raise ValueError(f"expected entries name[:width] such as resnet18:8, got {text!r}")
+            _member_spec(text)
         return value
 
     @model_validator(mode="after")
@@ -114,11 +120,7 @@ class ProtectConfig(Frozen):
         """The architecture of each ensemble member: the ``surrogates`` entries, or ``ensemble`` x ``model``."""
         if not self.surrogates:
             return [model] * self.ensemble
-        out = []
-        for text in self.surrogates:
-            name, _, width = text.partition(":")
-            out.append(ModelConfig(name=name, width=int(width) if width else None, norm=model.norm))
-        return out
+        return [ModelConfig(name=n, width=w, norm=model.norm) for n, w in map(_member_spec, self.surrogates)]
 
     @property
     def crafting_optimizer(self) -> Optimizer:
