@@ -207,6 +207,17 @@ def test_config_rejects_inconsistent_settings() -> None:
         protect_config(release_batches=3)
     with pytest.raises(ConfigError, match="ensemble 3 disagrees with the 2 surrogates"):
         protect_config(surrogates="mlp,resnet18:8", ensemble=3)
+    for bad in ("convnet:8:layer", "convnet::none", "mlp:0", ":8"):
+        with pytest.raises(ConfigError, match="name\\[:width\\[:norm\\]\\]"):
+            protect_config(surrogates=bad)
+
+
+def test_surrogate_norm_defaults_to_the_model_and_can_be_set_per_member() -> None:
+    cfg = protect_config(surrogates="convnet:8:none,resnet18:8,mlp")
+    members = cfg.member_models(ModelConfig(name="convnet", norm="group"))
+    assert [(m.name, m.width, m.norm) for m in members] == [
+        ("convnet", 8, "none"), ("resnet18", 8, "group"), ("mlp", None, "group")
+    ]
 
 
 def test_mixed_ensemble_trains_one_member_per_listed_architecture(digits_small) -> None:

@@ -34,7 +34,7 @@ _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--steps", "M", "protect.steps", "optimiser steps per poison batch"),
     ("--pbatch", "B", "protect.pbatch", "samples per poison batch"),
     ("--ensemble", "E", "protect.ensemble", "surrogates the alignment is averaged over"),
-    ("--surrogates", "LIST", "protect.surrogates", "mixed ensemble: name[:width],... e.g. mlp,resnet18:8"),
+    ("--surrogates", "LIST", "protect.surrogates", "mixed ensemble: name[:width[:norm]],... e.g. mlp,convnet:8:none"),
     ("--surrogate-epochs", "N", "protect.surrogate_epochs", "epochs the surrogates train (default: the recipe's)"),
     ("--release-batches", "N", "protect.release_batches", "online: number of release batches"),
     ("--update-epochs", "N", "protect.update_epochs", "online: surrogate epochs between releases"),

@@ -23,12 +23,17 @@ Optimizer = Literal["signed-adam", "pgd"]
 TargetScope = Literal["batch", "all"]
 
 
-def _member_spec(text: str) -> tuple[str, int | None]:
-    """``name[:width]`` -> (name, width or None); ValueError on a malformed entry."""
-    name, _, width = str(text).partition(":")
-    if not name or (width and not (width.isdigit() and int(width) > 0)):
-        raise ValueError(f"expected entries name[:width] such as resnet18:8, got {text!r}")
-    return name, int(width) if width else None
+NORMS = ("batch", "group", "none")
+
+
+def _member_spec(text: str) -> tuple[str, int | None, str | None]:
+    """``name[:width[:norm]]`` -> (name, width or None, norm or None); ValueError on a malformed entry."""
+    name, _, rest = str(text).partition(":")
+    width, _, norm = rest.partition(":")
+    ok = name and (not width or (width.isdigit() and int(width) > 0)) and (not norm or norm in NORMS)
+    if not ok or (norm and not width):
+        raise ValueError(f"expected entries name[:width[:norm]] such as resnet18:8 or convnet:8:none, got {text!r}")
+    return name, int(width) if width else None, norm or None
 
 
 class ProtectConfig(Frozen):
@@ -47,7 +52,8 @@ class ProtectConfig(Frozen):
     ``reverse_xent``), or ``negative-ce`` = -CE (forest's ``untargeted-cross-entropy``).
     ``target_scope``: the clean samples the target gradient is taken over: ``batch`` = each poison batch's own
     clean images (ALGORITHMS.md section 4 step 2, usable online), ``all`` = every sample of the release.
-    ``surrogates``: a mixed ensemble, one member per ``name[:width]`` entry (e.g. ``[mlp, resnet18:8]``), each
+    ``surrogates``: a mixed ensemble, one member per ``name[:width[:norm]]`` entry (e.g. ``[mlp, resnet18:8]``,
+    ``convnet:8:none`` for a member without normalisation layers; the norm defaults to ``model.norm``), each
     trained with the surrogate recipe; empty = ``ensemble`` members of ``model``.
     ``augment`` None follows the victim recipe (``train.augment``).
     Online: the protected ids are released in ``release_batches`` consecutive batches; before batch b > 0 the
@@ -120,7 +126,7 @@ class ProtectConfig(Frozen):
         """The architecture of each ensemble member: the ``surrogates`` entries, or ``ensemble`` x ``model``."""
         if not self.surrogates:
             return [model] * self.ensemble
-        return [ModelConfig(name=n, width=w, norm=model.norm) for n, w in map(_member_spec, self.surrogates)]
+        return [ModelConfig(name=n, width=w, norm=m or model.norm) for n, w, m in map(_member_spec, self.surrogates)]
 
     @property
     def crafting_optimizer(self) -> Optimizer:
