@@ -216,7 +216,9 @@ def test_surrogate_norm_defaults_to_the_model_and_can_be_set_per_member() -> Non
     cfg = protect_config(surrogates="convnet:8:none,resnet18:8,mlp")
     members = cfg.member_models(ModelConfig(name="convnet", norm="group"))
     assert [(m.name, m.width, m.norm) for m in members] == [
-        ("convnet", 8, "none"), ("resnet18", 8, "group"), ("mlp", None, "group")
+        ("convnet", 8, "none"),
+        ("resnet18", 8, "group"),
+        ("mlp", None, "group"),
     ]
 
 
