@@ -9,7 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from poisonlab.attacks.poisoning.adversarial_poisons import adversarial_objective
+from poisonlab.attacks.poisoning.adversarial_poisons import (
+    adversarial_objective,
+    class_affinity,
+    nearest_derangement,
+    shift_map,
+)
 from poisonlab.attacks.poisoning.crafter import Crafter
 from poisonlab.attacks.poisoning.gradient_matching import alignment, init_delta, parameters_of, pixel_step_scale
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
@@ -31,6 +36,8 @@ class ProtectTask:
 
     train: Dataset
     protect_ids: torch.Tensor
+    label_map: torch.Tensor | None = None
+    """adversarial-targeted: a fixed permutation (online batches after the first); None = from ``label_map``."""
 
 
 def reverse_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -121,6 +128,9 @@ class AvailabilityPoisoning(Crafter):
         if cfg.method == "alignment" and cfg.target_scope == "all":
             shared = [availability_gradient(m, x_all, y_all, cfg.objective, cfg.pbatch) for m in surrogates]
         augment = DifferentiableAugment.for_shape(task.train.shape) if self.augment else None
+        self._label_map = None
+        if cfg.method == "adversarial-targeted":
+            self._label_map = self._permutation(task, surrogates, x_all, y_all)
         if cfg.crafting_optimizer == "pgd":
             tau0, scale = cfg.pgd_tau * float(cfg.eps), torch.ones(1, device=device)
         else:
@@ -165,8 +175,24 @@ class AvailabilityPoisoning(Crafter):
                 "ensemble": len(surrogates),
                 "augment": self.augment,
                 "batch_restart_losses": state["restart_losses"],
+                **({} if self._label_map is None else {"label_map": self._label_map.tolist()}),
             },
         )
+
+    def _permutation(
+        self, task: ProtectTask, surrogates: list[nn.Module], x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """The label permutation of the class-targeted method: the task's, or ``label_map`` of the config."""
+        cfg: ProtectConfig = self.config  # type: ignore[assignment]
+        c = task.train.num_classes
+        if task.label_map is not None:
+            table = task.label_map.long().cpu()
+            if table.shape != (c,) or not torch.equal(table.sort().values, torch.arange(c)):
+                raise ValueError(f"label_map must be a permutation of the {c} classes, got {table.tolist()}")
+            return table
+        if cfg.label_map == "shift":
+            return shift_map(c)
+        return nearest_derangement(class_affinity(surrogates, x, y, c, cfg.pbatch))
 
     def _run_restart(
         self,
@@ -201,7 +227,9 @@ class AvailabilityPoisoning(Crafter):
                 loss, grad = alignment(delta, x, y, surrogates, target, cfg.pbatch, augment, aug_rng)
             else:
                 mb = min(cfg.minibatch, cfg.pbatch)
-                loss, grad = adversarial_objective(delta, x, y, surrogates, cfg.method, mb, augment, aug_rng)
+                loss, grad = adversarial_objective(
+                    delta, x, y, surrogates, cfg.method, mb, augment, aug_rng, self._label_map
+                )
             factor = 1.0 if cfg.crafting_optimizer == "pgd" else step_decay(step, cfg.steps, cfg.schedule)
             delta = cfg.linf.project(adam.step(delta, grad, factor), x).detach()
             state["step"] = step + 1

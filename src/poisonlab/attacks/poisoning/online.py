@@ -120,7 +120,10 @@ def online_protect(
             p, config.crafting_augment(), checkpointer=Checkpointer(root / f"craft-{b}", config_hash),
             should_stop=should_stop, progress=progress,
         )  # fmt: skip
-        part = crafter.craft(ProtectTask(train, batch_ids), members, seeds.child(f"release-{b}"))
+        # the class-targeted permutation is fixed by the first batch, so every batch pairs classes the same way
+        fixed = parts[0].meta.get("label_map") if parts else None
+        task = ProtectTask(train, batch_ids, None if fixed is None else torch.tensor(fixed, dtype=torch.long))
+        part = crafter.craft(task, members, seeds.child(f"release-{b}"))
         part.save(release)
         parts.append(part)
     return merge_releases(parts)

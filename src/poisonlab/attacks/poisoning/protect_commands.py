@@ -28,6 +28,7 @@ _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--eps", "EPS", "protect.eps", "l-inf radius in pixel01 units, e.g. 8/255"),
     ("--fraction", "F", "protect.fraction", "fraction of the training set protected (default 1)"),
     ("--method", "METHOD", "protect.method", "alignment (default), adversarial-targeted or adversarial-untargeted"),
+    ("--label-map", "MAP", "protect.label_map", "adversarial-targeted: shift (y + 1 mod C, default) or nearest"),
     ("--objective", "LOSS", "protect.objective", "alignment target: reverse-ce (default) or negative-ce"),
     ("--optimizer", "OPT", "protect.optimizer", "signed-adam or pgd (default: the method's reference choice)"),
     ("--restarts", "R", "protect.restarts", "restarts per poison batch (lowest loss kept)"),
@@ -90,7 +91,7 @@ def run_protect(args: argparse.Namespace) -> int:
     m, p = row["metrics"], config.protect
     loss_name = {
         "alignment": "alignment loss (1 - cos)",
-        "adversarial-targeted": "CE towards (y + 1) mod C",
+        "adversarial-targeted": "CE towards (y + 1) mod C" if p.label_map == "shift" else "CE towards pi(y)",
         "adversarial-untargeted": "-CE at the true label",
     }[p.method]
     mode = f"online, {p.release_batches} release batches" if p.online else "offline"
@@ -103,6 +104,7 @@ def run_protect(args: argparse.Namespace) -> int:
             ("eps", f"{p.eps:.6g} ({p.eps * 255:.3g}/255)"),
             ("max |delta|", f"{m['max_abs_delta']:.6g}"),
             ("method", f"{p.method} ({p.crafting_optimizer})"),
+            *([("label map pi(0..C-1)", str(m["label_map"]))] if m.get("label_map") else []),
             (f"{loss_name}, mean over batches", f"{m['mean_batch_loss']:.4f}"),
             ("surrogate test accuracy", ", ".join(f"{a:.4f}" for a in m["surrogate_test_accuracy"]) or "-"),
             ("wall time (s)", f"{time.perf_counter() - t0:.1f}"),

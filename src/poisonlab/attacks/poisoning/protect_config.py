@@ -21,6 +21,7 @@ Objective = Literal["reverse-ce", "negative-ce"]
 Method = Literal["alignment", "adversarial-targeted", "adversarial-untargeted"]
 Optimizer = Literal["signed-adam", "pgd"]
 TargetScope = Literal["batch", "all"]
+LabelMap = Literal["shift", "nearest"]
 
 
 NORMS = ("batch", "group", "none")
@@ -46,6 +47,10 @@ class ProtectConfig(Frozen):
     ``adversarial-untargeted`` = error-maximising adversarial examples (maximise CE at the true label).
     ``optimizer`` None = signed Adam with step decay for ``alignment`` (lr ``tau``) and PGD for the adversarial
     methods (fixed signed step ``pgd_tau * eps``, never decayed, as the reference's ``--attackoptim PGD --tau 0.05``).
+    ``label_map`` (adversarial-targeted): the permutation each class is pushed to: ``shift`` = ``(y + 1) mod C``
+    (the reference's), ``nearest`` = the derangement that maximises the surrogates' mean log-probability of the
+    new class on the clean images (each class goes to a neighbouring class; fixed before crafting, and online by
+    the first release batch's surrogates).
     ``minibatch``: the adversarial methods split each poison batch into minibatches of this size, each augmented
     once (the reference's loader batch of 128; on CPU twice as fast as one backward over 512).
     ``objective``: the loss whose descent destroys clean accuracy: ``reverse-ce`` = -log(1 - p_y) (reference
@@ -64,6 +69,7 @@ class ProtectConfig(Frozen):
     eps: Ratio = Field(8 / 255, gt=0, le=1, description="l-inf radius in pixel01 units, e.g. 8/255")
     fraction: Ratio = Field(1.0, gt=0, le=1, description="fraction of the training set protected")
     method: Method = "alignment"
+    label_map: LabelMap = Field("shift", description="adversarial-targeted: shift (y + 1 mod C) or nearest")
     objective: Objective = "reverse-ce"
     optimizer: Optimizer | None = Field(None, description="signed-adam or pgd; None = the method's reference choice")
     pgd_tau: Ratio = Field(0.05, gt=0, le=1, description="PGD step as a fraction of eps")

@@ -106,6 +106,7 @@ def protect_experiment(
         "max_abs_delta": float(ps.deltas.abs().max()),
         "mean_batch_loss": sum(ps.restart_losses) / len(ps.restart_losses),
         "batch_losses": list(ps.restart_losses),
+        "label_map": ps.meta.get("label_map"),
         "surrogate_test_accuracy": [evaluate(m, splits.test.to(device))["accuracy"] for m in surrogates],
     }
     row = {
