@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
 
-from poisonlab.attacks.poisoning.adversarial_poisons import adversarial_objective, permuted_labels
+from poisonlab.attacks.poisoning.adversarial_poisons import (
+    adversarial_objective,
+    class_affinity,
+    nearest_derangement,
+    permuted_labels,
+)
 from poisonlab.attacks.poisoning.availability import (
     AvailabilityPoisoning,
     ProtectTask,
@@ -280,6 +287,53 @@ def test_class_targeted_poisons_move_the_surrogate_to_the_next_class(surrogate, 
         shifted = (surrogate(x + ps.deltas).argmax(1) == (y + 1) % 10).float().mean()
         control = (surrogate(x + noise.deltas).argmax(1) == (y + 1) % 10).float().mean()
     assert shifted > 0.8 and control < 0.2
+
+
+def test_nearest_derangement_is_the_best_permutation_without_fixed_points() -> None:
+    g = torch.Generator().manual_seed(0)
+    for c in (2, 3, 5, 6):
+        for _ in range(5):
+            a = torch.randn(c, c, generator=g, dtype=torch.float64)
+            a.diagonal().add_(10.0)  # the identity would win by far if it were allowed
+            table = nearest_derangement(a)
+            assert sorted(table.tolist()) == list(range(c)) and all(table[i] != i for i in range(c))
+            best = max(
+                sum(float(a[i, p[i]]) for i in range(c))
+                for p in itertools.permutations(range(c))
+                if all(p[i] != i for i in range(c))
+            )
+            assert sum(float(a[i, table[i]]) for i in range(c)) == pytest.approx(best)
+    with pytest.raises(ValueError, match="2 classes"):
+        nearest_derangement(torch.zeros(1, 1))
+
+
+def test_class_affinity_is_the_mean_log_probability_per_class() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    x = torch.rand(7, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 0, 2, 2, 2, 0, 2])
+    a = class_affinity([net, net], x, y, 3, batch=3)
+    logp = torch.log_softmax(net(x), 1).detach()
+    torch.testing.assert_close(a[0], logp[y == 0].mean(0))
+    torch.testing.assert_close(a[2], logp[y == 2].mean(0))
+    assert torch.equal(a[1], torch.zeros(3, dtype=torch.float64))
+
+
+def test_nearest_label_map_is_recorded_and_steers_the_surrogate(surrogate, digits_small) -> None:
+    cfg = protect_config(eps="96/255", steps=40, pbatch=40, method="adversarial-targeted", label_map="nearest")
+    ids = digits_small.ids[:80]
+    ps = AvailabilityPoisoning(cfg).craft(ProtectTask(digits_small, ids), [surrogate], SeedTree(0))
+    table = torch.tensor(ps.meta["label_map"])
+    x, y = digits_small.images[:80], digits_small.labels[:80]
+    expected = nearest_derangement(class_affinity([surrogate], x, y, 10))
+    assert torch.equal(table, expected) and not torch.equal(table, (torch.arange(10) + 1) % 10)
+    with torch.no_grad():
+        assert (surrogate(x + ps.deltas).argmax(1) == table[y]).float().mean() > 0.8
+    # a fixed map (online batches after the first) wins over the config, and a non-permutation is refused
+    fixed = torch.tensor([9, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+    again = AvailabilityPoisoning(cfg).craft(ProtectTask(digits_small, ids, fixed), [surrogate], SeedTree(0))
+    assert again.meta["label_map"] == fixed.tolist()
+    with pytest.raises(ValueError, match="permutation of the 10 classes"):
+        AvailabilityPoisoning(cfg).craft(ProtectTask(digits_small, ids, torch.zeros(10)), [surrogate], SeedTree(0))
 
 
 def test_adversarial_protection_resumes_bit_identical(surrogate, digits_small, tmp_path) -> None:
