@@ -22,6 +22,7 @@ from poisonlab.attacks.poisoning.availability import (
 )
 from poisonlab.attacks.poisoning.evaluate import random_noise_control
 from poisonlab.attacks.poisoning.online import merge_releases, online_protect
+from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.protect_config import load_protection_config, protect_config
 from poisonlab.attacks.poisoning.protection_eval import VictimSpec, evaluate_protection
 from poisonlab.attacks.poisoning.surrogates import build_victim_model, train_surrogates
@@ -162,6 +163,18 @@ def test_online_surrogates_change_between_releases(digits_small, tmp_path) -> No
     w0 = load_artifact(tmp_path / "stage-0" / "surrogate-0" / "model", "model")[0]
     w1 = load_artifact(tmp_path / "stage-1" / "surrogate-0" / "model", "model")[0]
     assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_online_nearest_map_is_fixed_by_the_first_release(digits_small, tmp_path, monkeypatch) -> None:
+    import poisonlab.attacks.poisoning.availability as availability
+
+    config = _online_config(**{"protect.method": "adversarial-targeted", "protect.label_map": "nearest"})
+    calls = []
+    real = availability.nearest_derangement
+    monkeypatch.setattr(availability, "nearest_derangement", lambda a: calls.append(a) or real(a))
+    online_protect(config, digits_small, digits_small.ids[:90], SeedTree(0), tmp_path, "h")
+    maps = [PoisonSet.load(tmp_path / f"release-{b}", digits_small).meta["label_map"] for b in range(3)]
+    assert len(calls) == 1 and maps[0] == maps[1] == maps[2] == real(calls[0]).tolist()
 
 
 def test_merge_releases_concatenates_in_order(surrogate, digits_small) -> None:
