@@ -362,3 +362,17 @@ def test_adversarial_protection_resumes_bit_identical(surrogate, digits_small, t
         _craft(digits_small, [surrogate], checkpointer=Checkpointer(tmp_path, "h"), stop=stop, **fields)
     resumed = _craft(digits_small, [surrogate], checkpointer=Checkpointer(tmp_path, "h"), **fields)
     assert torch.equal(full.deltas, resumed.deltas) and full.restart_losses == resumed.restart_losses
+
+
+def test_curve_styles_give_each_model_one_colour_and_each_arm_one_line_style() -> None:
+    from poisonlab.attacks.poisoning.protect_report import accuracy_curve_png, curve_style
+
+    models: list[str] = []
+    styles = {lab: curve_style(lab, models) for lab in
+              ["lenet protected", "resnet18:8 protected", "lenet noise", "resnet18:8 clean", "bar"]}  # fmt: skip
+    assert styles["lenet protected"] == {"color": "C0", "linestyle": "-"}
+    assert styles["lenet noise"] == {"color": "C0", "linestyle": "--"}
+    assert styles["resnet18:8 clean"] == {"color": "C1", "linestyle": ":"} and styles["bar"] == {}
+    point = {"mean": 0.5, "lo": 0.4, "hi": float("nan")}
+    png = accuracy_curve_png([16, 32], {"lenet protected": [point, point]}, "eps", "t", bar=0.4)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,6 +51,20 @@ def protection_grid_png(protected: PoisonSet, base: Dataset, rows: int = 8) -> b
     return _png(fig)
 
 
+ARM_STYLES = {"protected": "-", "noise": "--", "clean": ":"}
+
+
+def curve_style(label: str, models: list[str]) -> dict[str, Any]:
+    """Line style of a ``"<model> <arm>"`` curve: one colour per model (in order of first appearance, appended to
+    ``models``), solid for the protected arm, dashed for noise, dotted for clean; other labels get defaults."""
+    model, _, arm = label.rpartition(" ")
+    if arm not in ARM_STYLES or not model:
+        return {}
+    if model not in models:
+        models.append(model)
+    return {"color": f"C{models.index(model) % 10}", "linestyle": ARM_STYLES[arm]}
+
+
 def accuracy_curve_png(
     xs: Sequence[float],
     curves: Mapping[str, Sequence[Mapping[str, float]]],
@@ -58,16 +72,19 @@ def accuracy_curve_png(
     title: str,
     bar: float | None = None,
 ) -> bytes:
-    """Clean test accuracy (mean with t-interval error bars) against ``xs``, one line per label."""
+    """Clean test accuracy (mean with t-interval error bars) against ``xs``, one line per label; labels
+    ``"<model> <arm>"`` share a colour per model and a line style per arm."""
     fig = _figure(6, 4)
     ax = fig.subplots()
+    models: list[str] = []
     for label, points in curves.items():
         mean = [p["mean"] for p in points]
         err = [
             [p["mean"] - p["lo"] if p["lo"] == p["lo"] else 0.0 for p in points],
             [p["hi"] - p["mean"] if p["hi"] == p["hi"] else 0.0 for p in points],
         ]
-        ax.errorbar(xs[: len(points)], mean, yerr=err, marker="o", capsize=3, label=label)
+        style = curve_style(label, models)
+        ax.errorbar(xs[: len(points)], mean, yerr=err, marker="o", capsize=3, label=label, **style)
     if bar is not None:
         ax.axhline(bar, color="gray", linestyle="--", linewidth=1, label=f"bar {bar:g}")
     ax.set(xlabel=xlabel, ylabel="clean test accuracy", title=title, ylim=(0, 1))
