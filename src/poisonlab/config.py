@@ -10,7 +10,7 @@ import hashlib
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -42,10 +42,14 @@ class DataConfig(Frozen):
     root: str | None = Field(None, description="folder of an on-disk dataset; default data/<name>")
 
 
+NormName = Literal["batch", "group", "none"]
+NORMS: tuple[str, ...] = get_args(NormName)
+
+
 class ModelConfig(Frozen):
     name: str = "convnet"
     width: int | None = Field(None, gt=0, description="channel/hidden width; None = the model's default")
-    norm: Literal["batch", "group", "none"] = "batch"
+    norm: NormName = "batch"
 
 
 class TrainConfig(Frozen):

@@ -128,9 +128,9 @@ class AvailabilityPoisoning(Crafter):
         if cfg.method == "alignment" and cfg.target_scope == "all":
             shared = [availability_gradient(m, x_all, y_all, cfg.objective, cfg.pbatch) for m in surrogates]
         augment = DifferentiableAugment.for_shape(task.train.shape) if self.augment else None
-        self._label_map = None
+        label_map = None
         if cfg.method == "adversarial-targeted":
-            self._label_map = self._permutation(task, surrogates, x_all, y_all)
+            label_map = self._permutation(task, surrogates, x_all, y_all)
         if cfg.crafting_optimizer == "pgd":
             tau0, scale = cfg.pgd_tau * float(cfg.eps), torch.ones(1, device=device)
         else:
@@ -147,7 +147,7 @@ class AvailabilityPoisoning(Crafter):
                 if target is None and cfg.method == "alignment":
                     target = [availability_gradient(m, x, y, cfg.objective, cfg.pbatch) for m in surrogates]
                 while state["restart"] < cfg.restarts:
-                    self._run_restart(state, x, y, surrogates, target, augment, tau0, scale, seeds, bar)
+                    self._run_restart(state, x, y, surrogates, target, label_map, augment, tau0, scale, seeds, bar)
                 best = state["best"]
                 state["deltas"][lo:hi] = best["delta"].cpu()
                 state["batch_losses"].append(best["loss"])
@@ -175,7 +175,7 @@ class AvailabilityPoisoning(Crafter):
                 "ensemble": len(surrogates),
                 "augment": self.augment,
                 "batch_restart_losses": state["restart_losses"],
-                **({} if self._label_map is None else {"label_map": self._label_map.tolist()}),
+                **({} if label_map is None else {"label_map": label_map.tolist()}),
             },
         )
 
@@ -201,6 +201,7 @@ class AvailabilityPoisoning(Crafter):
         y: torch.Tensor,
         surrogates: list[nn.Module],
         target: list[list[torch.Tensor]] | None,
+        label_map: torch.Tensor | None,
         augment: nn.Module | None,
         tau0: float,
         scale: torch.Tensor,
@@ -227,9 +228,7 @@ class AvailabilityPoisoning(Crafter):
                 loss, grad = alignment(delta, x, y, surrogates, target, cfg.pbatch, augment, aug_rng)
             else:
                 mb = min(cfg.minibatch, cfg.pbatch)
-                loss, grad = adversarial_objective(
-                    delta, x, y, surrogates, cfg.method, mb, augment, aug_rng, self._label_map
-                )
+                loss, grad = adversarial_objective(delta, x, y, surrogates, cfg.method, mb, augment, aug_rng, label_map)
             factor = 1.0 if cfg.crafting_optimizer == "pgd" else step_decay(step, cfg.steps, cfg.schedule)
             delta = cfg.linf.project(adam.step(delta, grad, factor), x).detach()
             state["step"] = step + 1

@@ -15,16 +15,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from poisonlab.budget import LinfBudget, PoisonBudget
-from poisonlab.config import ExperimentConfig, Frozen, ModelConfig, Ratio, apply_overrides, build, load_yaml
+from poisonlab.config import NORMS, ExperimentConfig, Frozen, ModelConfig, Ratio, apply_overrides, build, load_yaml
 
 Objective = Literal["reverse-ce", "negative-ce"]
 Method = Literal["alignment", "adversarial-targeted", "adversarial-untargeted"]
 Optimizer = Literal["signed-adam", "pgd"]
 TargetScope = Literal["batch", "all"]
 LabelMap = Literal["shift", "nearest"]
-
-
-NORMS = ("batch", "group", "none")
 
 
 def _member_spec(text: str) -> tuple[str, int | None, str | None]:
