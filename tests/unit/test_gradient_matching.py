@@ -23,6 +23,7 @@ from poisonlab.attacks.poisoning import (
 )
 from poisonlab.config import ModelConfig, TrainConfig
 from poisonlab.data import Dataset
+from poisonlab.data.poisoned import PoisonedDataset
 from poisonlab.errors import Interrupted
 from poisonlab.io import Checkpointer
 from poisonlab.models import build_model
@@ -273,3 +274,69 @@ def test_poisoned_victims_flip_the_target_more_than_the_control() -> None:
         for arm in hits:
             hits[arm] += s[arm]["success"]["successes"]
     assert hits["poisoned"] >= hits["control"] + 4, hits
+
+
+# ---------------------------------------------------------------------------------------------- retraining
+class _SpyRetrainer:
+    """Trains a fresh MLP on the poisoned digits for one epoch and records what it was given."""
+
+    def __init__(self, task: PoisonTask) -> None:
+        self.task = task
+        self.calls: list[tuple[torch.Tensor, dict]] = []
+
+    def __call__(self, delta: torch.Tensor, seeds: SeedTree) -> list[nn.Module]:
+        self.calls.append((delta.clone(), seeds.record()))
+        data = self.task.train
+        view = PoisonedDataset(data, delta_ids=self.task.poison_ids, deltas=delta).materialize()
+        model = build_model("mlp", data.shape, 10, seeds.generator("init"), width=32)
+        Trainer(model, view, TrainConfig(epochs=1, batch_size=32, lr=0.05), seeds).fit()
+        return [model.eval()]
+
+
+def test_retraining_happens_every_n_steps_on_the_current_poisons(surrogate, digits_small) -> None:
+    task = _task(digits_small)
+    spy = _SpyRetrainer(task)
+    cfg = craft_config(restarts=2, steps=8, retrain_every=3, schedule=False)
+    GradientMatching(cfg, retrainer=spy).craft(task, [surrogate], SeedTree(0))
+    assert len(spy.calls) == 4  # after steps 3 and 6 of each restart, never after the last step
+    assert len({str(seeds) for _, seeds in spy.calls}) == 4  # a fresh initialisation every time
+    # the first retraining sees the poisons after exactly 3 steps: a 3-step craft ends there
+    short = GradientMatching(craft_config(restarts=1, steps=3, schedule=False)).craft(task, [surrogate], SeedTree(0))
+    assert torch.equal(spy.calls[0][0], short.deltas)
+    # and from then on the crafter matches the retrained surrogate's gradients, not the original's
+    plain = GradientMatching(craft_config(restarts=1, steps=8, schedule=False)).craft(task, [surrogate], SeedTree(0))
+    again = GradientMatching(craft_config(restarts=1, steps=8, retrain_every=3, schedule=False), retrainer=spy)
+    assert not torch.equal(again.craft(task, [surrogate], SeedTree(0)).deltas, plain.deltas)
+
+
+def test_identity_retrainer_changes_nothing(surrogate, digits_small) -> None:
+    task = _task(digits_small)
+    plain = _craft(task, [surrogate])
+    same = GradientMatching(
+        craft_config(restarts=2, steps=8, checkpoint_every=3, retrain_every=2), retrainer=lambda d, s: [surrogate]
+    ).craft(task, [surrogate], SeedTree(0))
+    assert torch.equal(plain.deltas, same.deltas) and plain.restart_losses == same.restart_losses
+
+
+def test_retraining_needs_a_retrainer(surrogate, digits_small) -> None:
+    with pytest.raises(ValueError, match="retrain_every needs a retrainer"):
+        _craft(_task(digits_small), [surrogate], retrain_every=2)
+
+
+@pytest.mark.parametrize("crash_at", [(0, 4), (1, 6)])
+def test_killed_craft_with_retraining_resumes_bit_identical(surrogate, digits_small, tmp_path, crash_at) -> None:
+    task = _task(digits_small)
+    cfg = craft_config(restarts=2, steps=8, checkpoint_every=2, retrain_every=3)
+    full = GradientMatching(cfg, retrainer=_SpyRetrainer(task)).craft(task, [surrogate], SeedTree(0))
+
+    def crash(info: dict) -> None:
+        if (info["restart"], info["step"]) == crash_at:
+            raise _Crash("injected")
+
+    with pytest.raises(_Crash):
+        crafter = GradientMatching(cfg, Checkpointer(tmp_path, "h"), on_step=crash, retrainer=_SpyRetrainer(task))
+        crafter.craft(task, [surrogate], SeedTree(0))
+    spy = _SpyRetrainer(task)
+    resumed = GradientMatching(cfg, Checkpointer(tmp_path, "h"), retrainer=spy).craft(task, [surrogate], SeedTree(0))
+    assert torch.equal(full.deltas, resumed.deltas) and full.restart_losses == resumed.restart_losses
+    assert len(spy.calls) < 4  # the retrained weights came from the checkpoint, not from retraining again

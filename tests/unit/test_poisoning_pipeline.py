@@ -45,6 +45,10 @@ def test_config_units_and_errors_name_the_field() -> None:
         craft_config(colour=1)
     with pytest.raises(ConfigError, match="stagger needs"):
         craft_config(stagger=True)
+    with pytest.raises(ConfigError, match="retrain_every is for recipe gradient-matching"):
+        craft_config(recipe="metapoison", retrain_every=50)
+    with pytest.raises(ConfigError, match="retrain_every is for recipe gradient-matching"):
+        craft_config(scenario="transfer", retrain_every=50)
     assert craft_config(poison_count=7).poison_budget.resolve(100) == 7
     assert stagger_epochs(5, 3, True) == [0, 1, 2] and stagger_epochs(5, 2, False) == [5, 5]
 
@@ -169,3 +173,30 @@ def test_adv_margin_known_answer() -> None:
 
     logits = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, -1.0]])
     assert adv_margin(logits, 1).tolist() == [1.0, -5.0]  # 3 - 2 (success); 0 - 5 (far from class 1)
+
+
+def test_poisoned_retrainer_trains_the_ensemble_on_the_poisoned_set(digits_small: Dataset) -> None:
+    from poisonlab.attacks.poisoning.config import load_poisoning_config
+    from poisonlab.attacks.poisoning.experiment import poisoned_retrainer
+    from poisonlab.attacks.poisoning.surrogates import train_surrogates
+    from poisonlab.data.poisoned import PoisonedDataset
+
+    config = load_poisoning_config(
+        None,
+        ["data.name=digits", "model.name=mlp", "model.width=16", "model.norm=none", "train.epochs=2",
+         "train.batch_size=32", "train.lr=0.05", "poison.ensemble=3", "poison.stagger=true",
+         "poison.retrain_every=5"],
+    )  # fmt: skip
+    ids = digits_small.ids[digits_small.labels == 3][:6]
+    delta = (0.5 - digits_small.images[digits_small.positions_of(ids)]).clamp(-0.25, 0.25)
+    retrain = poisoned_retrainer(config, digits_small, ids, "cpu", None)
+    models = retrain(delta, SeedTree(7))
+    assert len(models) == 3 and not any(m.training for m in models)
+    view = PoisonedDataset(digits_small, delta_ids=ids, deltas=delta).materialize()
+    oracle = train_surrogates(config.model, config.train, digits_small, SeedTree(7), 3, True, fit_on=view)
+    clean = retrain(torch.zeros_like(delta), SeedTree(7))
+    for m, o in zip(models, oracle, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), o.state_dict().values()))
+    # member 0 is the untrained init (staggered); the trained members saw the perturbed images
+    assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), clean[0].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(models[2].parameters(), clean[2].parameters()))

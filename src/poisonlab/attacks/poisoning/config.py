@@ -47,6 +47,14 @@ class CraftConfig(Frozen):
     # surrogates
     ensemble: int = Field(1, ge=1, le=64, description="surrogates the loss is averaged over")
     stagger: bool = Field(False, description="member i trained for i epochs of the victim recipe (reference)")
+    retrain_every: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="gradient matching, from scratch: every N crafting steps, retrain the surrogates from a fresh "
+        "init on the current poisoned set and match their gradients from then on (Sleeper Agent's "
+        "retrain_iter; 0 = off)",
+    )
     scenario: Literal["from-scratch", "fine-tune", "transfer"] = Field(
         "from-scratch",
         description="victim training: from scratch; fine-tune all layers of a public pretrained model; or "
@@ -102,6 +110,8 @@ class CraftConfig(Frozen):
             raise ValueError("target_ids must be unique")
         if self.stagger and self.ensemble < 2:
             raise ValueError("stagger needs ensemble >= 2")
+        if self.retrain_every and (self.recipe != "gradient-matching" or self.scenario != "from-scratch"):
+            raise ValueError("retrain_every is for recipe gradient-matching in scenario from-scratch")
         return self
 
     @property

@@ -16,15 +16,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from torch import nn
 
 from poisonlab.attacks.poisoning.config import PoisoningExperimentConfig, load_poisoning_config
 from poisonlab.attacks.poisoning.evaluate import VictimResult, evaluate_poisons
-from poisonlab.attacks.poisoning.gradient_matching import GradientMatching, PoisonTask
+from poisonlab.attacks.poisoning.gradient_matching import GradientMatching, PoisonTask, Retrainer
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.scenarios import Scenario, pretrained_weights
 from poisonlab.attacks.poisoning.selection import candidate_positions, choose_poisons, choose_targets
 from poisonlab.attacks.poisoning.surrogates import build_victim_model, train_surrogates
+from poisonlab.data.dataset import Dataset
+from poisonlab.data.poisoned import PoisonedDataset
 from poisonlab.data.registry import load_dataset
 from poisonlab.errors import CheckpointError
 from poisonlab.experiments.job import environment, resolve_device
@@ -82,7 +86,8 @@ def craft_experiment(
     poison_ids = choose_poisons(
         splits.train, p.poison_budget, candidates, seeds.generator("selection"), p.selection, surrogates
     )
-    crafter = make_crafter(config, ckpt, should_stop, progress)
+    retrainer = poisoned_retrainer(config, splits.train, poison_ids, device, should_stop) if p.retrain_every else None
+    crafter = make_crafter(config, ckpt, should_stop, progress, retrainer)
     ps = crafter.craft(PoisonTask(splits.train, poison_ids, targets, adv), surrogates, seeds)
     surrogate_view = [
         {
@@ -188,13 +193,36 @@ def evaluate_poisons_experiment(
     return {**out, "poisons": len(ps), "adv_class": ps.adv_class, "report": str(workdir / "report" / "evaluation.html")}
 
 
+def poisoned_retrainer(
+    config: PoisoningExperimentConfig,
+    train: Dataset,
+    poison_ids: torch.Tensor,
+    device: Any,
+    should_stop: Callable[[], bool] | None,
+) -> Retrainer:
+    """Gradient matching's ``retrain(delta, seeds)``: the surrogate ensemble of ``config`` (same size, same
+    staggered epochs, victim recipe) trained from a fresh init on ``train`` with ``delta`` at ``poison_ids``."""
+    p = config.poison
+
+    def retrain(delta: torch.Tensor, seeds: SeedTree) -> list[nn.Module]:
+        view = PoisonedDataset(train, delta_ids=poison_ids.to(train.device), deltas=delta.to(train.device))
+        return train_surrogates(
+            config.model, config.train, train, seeds, p.ensemble, p.stagger, device,
+            should_stop=should_stop, fit_on=view.materialize(),
+        )  # fmt: skip
+
+    return retrain
+
+
 def make_crafter(
     config: PoisoningExperimentConfig,
     checkpointer: Checkpointer | None,
     should_stop: Callable[[], bool] | None,
     progress: bool,
+    retrainer: Retrainer | None = None,
 ) -> Any:
-    """The crafter of ``config.poison.recipe`` (all share ``craft(task, surrogates, seeds) -> PoisonSet``)."""
+    """The crafter of ``config.poison.recipe`` (all share ``craft(task, surrogates, seeds) -> PoisonSet``);
+    ``retrainer`` serves gradient matching's ``retrain_every``."""
     p = config.poison
     if p.recipe == "metapoison":
         from poisonlab.attacks.poisoning.metapoison import MetaPoison
@@ -204,7 +232,7 @@ def make_crafter(
         from poisonlab.attacks.poisoning.feature_collision import FeatureCollision
 
         return FeatureCollision(p, checkpointer, should_stop, progress=progress)
-    return GradientMatching(p, checkpointer, should_stop, progress=progress)
+    return GradientMatching(p, checkpointer, should_stop, progress=progress, retrainer=retrainer)
 
 
 def load_scenario(

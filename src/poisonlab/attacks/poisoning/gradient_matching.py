@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from poisonlab.attacks.poisoning.config import CraftConfig
 from poisonlab.attacks.poisoning.crafter import Crafter
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.signed_adam import SignedAdam, step_decay
 from poisonlab.budget import LinfBudget
 from poisonlab.data.dataset import Dataset
+from poisonlab.io.checkpoint import Checkpointer
 from poisonlab.models.layers import Normalize
 from poisonlab.rng import SeedTree
 from poisonlab.training.augment import DifferentiableAugment
@@ -29,6 +32,11 @@ class PoisonTask:
     poison_ids: torch.Tensor
     targets: Dataset
     adv_class: int
+
+
+Retrainer = Callable[[torch.Tensor, SeedTree], list[nn.Module]]
+"""``retrain(delta, seeds)``: fresh surrogates (eval mode) trained on the training set with ``delta`` added at the
+task's poison ids, initialised and shuffled from ``seeds``."""
 
 
 def parameters_of(model: nn.Module) -> list[nn.Parameter]:
@@ -136,6 +144,13 @@ class GradientMatching(Crafter):
     (:meth:`DifferentiableAugment.for_shape`; no flips for grey images) instead of the reference's
     bilinear sub-pixel shift, so poisons see the augmentation the victim uses.
 
+    Retraining (Sleeper Agent, Souri et al., NeurIPS 2022, in the same reference code family:
+    ``--retrain_scenario from-scratch --retrain_iter N``): with ``config.retrain_every = N`` and a
+    ``retrainer``, after every N-th step (not after the last) the surrogates are replaced by fresh ones trained
+    from a new initialisation on the poisoned set as it stands, and the target gradients are recomputed; the
+    Adam state and the step schedule carry on. Each restart starts again from the clean-trained surrogates.
+    The retrained weights are part of the checkpoint, so a killed craft resumes bit-identically.
+
     Args:
         config: the crafting recipe.
         checkpointer: when given, state is saved every ``config.checkpoint_every`` steps and after each
@@ -143,9 +158,30 @@ class GradientMatching(Crafter):
         should_stop: polled after every step; when True the state is saved and :class:`Interrupted` raised.
         on_step: called after every step with ``{"restart", "step", "loss", "lr"}`` (logging, tests).
         progress: show a progress bar.
+        retrainer: how to retrain the surrogates on the poisoned set (needed when ``config.retrain_every``).
     """
 
     name = "gradient-matching"
+
+    def __init__(
+        self,
+        config: CraftConfig,
+        checkpointer: Checkpointer | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_step: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool = False,
+        retrainer: Retrainer | None = None,
+    ) -> None:
+        super().__init__(config, checkpointer, should_stop, on_step, progress)
+        self.retrainer = retrainer
+
+    def _check(self, task: PoisonTask, surrogates: Sequence[nn.Module]) -> None:
+        if self.config.retrain_every and self.retrainer is None:
+            raise ValueError("retrain_every needs a retrainer (how to train surrogates on the poisoned set)")
+
+    def _retrain_due(self, steps_done: int) -> bool:
+        every = self.config.retrain_every
+        return bool(every) and steps_done % every == 0 and steps_done < self.config.steps
 
     # ------------------------------------------------------------------ main loop
     def _craft(self, task: PoisonTask, surrogates: list[nn.Module], seeds: SeedTree) -> PoisonSet:
@@ -157,7 +193,6 @@ class GradientMatching(Crafter):
         x = task.train.images[pos].to(device)
         y = task.train.labels[pos].to(device)
         targets = task.targets.images.to(device)
-        target_grads = [target_gradient(m, targets, task.adv_class) for m in surrogates]
         augment = DifferentiableAugment.for_shape(task.train.shape) if cfg.augment else None
         tau0 = cfg.tau * (cfg.pbatch / 512) / len(surrogates)
         scale = pixel_step_scale(surrogates[0], x.shape[1])
@@ -170,6 +205,7 @@ class GradientMatching(Crafter):
                 sub = seeds.child(f"restart-{r}")
                 adam = SignedAdam(tau0, scale)
                 aug_rng = sub.generator("augment", device)
+                models, retrains = surrogates, 0
                 if state["current"] is None:
                     delta = _init_delta(cfg.init, x.shape, budget, sub.generator("init")).to(device)
                     loss = float("nan")
@@ -179,13 +215,24 @@ class GradientMatching(Crafter):
                     adam.load_state_dict({k: _to(v, device) for k, v in cur["adam"].items()})
                     aug_rng.set_state(cur["augment_rng"].cpu())
                     loss = float(cur["loss"])
+                    retrains = int(cur.get("retrains", 0))
+                    if retrains:
+                        models = _with_weights(surrogates, cur["surrogates"])
+                target_grads = [target_gradient(m, targets, task.adv_class) for m in models]
                 for step in range(state["step"], cfg.steps):
-                    loss, grad = alignment(delta, x, y, surrogates, target_grads, cfg.pbatch, augment, aug_rng)
+                    loss, grad = alignment(delta, x, y, models, target_grads, cfg.pbatch, augment, aug_rng)
                     factor = step_decay(step, cfg.steps, cfg.schedule)
                     delta = budget.project(adam.step(delta, grad, factor), x).detach()
+                    if self._retrain_due(step + 1):
+                        retrains += 1
+                        models = self.retrainer(delta, sub.child(f"retrain-{retrains}"))  # type: ignore[misc]
+                        target_grads = [target_gradient(m, targets, task.adv_class) for m in models]
                     state["step"] = step + 1
                     rng = aug_rng.get_state()
                     state["current"] = {"delta": delta, "adam": adam.state_dict(), "augment_rng": rng, "loss": loss}
+                    if retrains:
+                        weights = [dict(m.state_dict()) for m in models]
+                        state["current"].update(retrains=retrains, surrogates=weights)
                     bar.update(1)
                     if self.on_step is not None:
                         self.on_step({"restart": r, "step": step, "loss": loss, "lr": tau0 * factor})
@@ -205,6 +252,19 @@ def init_delta(kind: str, shape: torch.Size, budget: LinfBudget, generator: torc
 
 
 _init_delta = init_delta  # former private name, kept for existing callers
+
+
+def _with_weights(surrogates: Sequence[nn.Module], weights: Sequence[dict[str, torch.Tensor]]) -> list[nn.Module]:
+    """Copies of ``surrogates`` carrying the checkpointed ``weights`` of retrained ones (same architectures)."""
+    if len(weights) != len(surrogates):
+        raise ValueError(f"the checkpoint holds {len(weights)} retrained surrogates, this craft has {len(surrogates)}")
+    models = []
+    for m, w in zip(surrogates, weights):
+        device = next(m.parameters()).device
+        twin = copy.deepcopy(m)
+        twin.load_state_dict({k: v.to(device) for k, v in w.items()})
+        models.append(twin.eval())
+    return models
 
 
 def _to(value: Any, device: torch.device) -> Any:

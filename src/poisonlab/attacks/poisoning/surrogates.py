@@ -56,10 +56,12 @@ def train_surrogates(
     should_stop: Callable[[], bool] | None = None,
     progress: bool = False,
     models: Sequence[ModelConfig] | None = None,
+    fit_on: Dataset | None = None,
 ) -> list[nn.Module]:
     """Train ``ensemble`` surrogates on the clean ``train`` set (member i from ``seeds.child("surrogate-i")``).
     With ``models``, member i has architecture ``models[i]`` (a mixed ensemble; ``ensemble`` is then
-    ``len(models)``).
+    ``len(models)``). With ``fit_on``, they train on that set instead (e.g. the poisoned one) but keep the
+    normalisation constants of ``train``.
 
     With ``workdir``, each member checkpoints to ``workdir/surrogate-<i>/checkpoints`` (a killed run resumes)
     and is saved as a model artifact ``workdir/surrogate-<i>/model``, which later calls load instead of
@@ -78,7 +80,8 @@ def train_surrogates(
             _load_weights(net, folder / "model", config_hash)
         else:
             ckpt = None if folder is None else Checkpointer(folder / "checkpoints", config_hash)
-            trainer = Trainer(net, train, recipe, sub, checkpointer=ckpt, should_stop=should_stop, progress=progress)
+            data = train if fit_on is None else fit_on
+            trainer = Trainer(net, data, recipe, sub, checkpointer=ckpt, should_stop=should_stop, progress=progress)
             # Stop after ``epochs`` of the full recipe: the optimiser and schedule were built for
             # ``recipe.epochs``; only the loop bound changes.
             trainer.recipe = recipe.model_copy(update={"epochs": epochs}) if epochs < recipe.epochs else recipe
