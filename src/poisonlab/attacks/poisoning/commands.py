@@ -35,6 +35,7 @@ _SHORTCUTS = (  # (flag, metavar, config key, help)
     ("--restarts", "R", "poison.restarts", "crafting restarts (lowest loss kept)"),
     ("--steps", "M", "poison.steps", "signed-Adam steps per restart"),
     ("--ensemble", "E", "poison.ensemble", "surrogate models the loss is averaged over"),
+    ("--retrain-every", "N", "poison.retrain_every", "retrain surrogates on the poisons every N steps"),
 )
 
 
