@@ -7,7 +7,8 @@ pooled success (Wilson 95%) of the poisoned arm and of the random-noise control,
 the final crafting loss per trial and the wall time per trial. Trials resume (rerun the same command).
 
     python benchmarks/bench_poisoning.py --eps 128/255 --trials 10 --victims 2 [--recipe gradient-matching]
-        [--scenario from-scratch] [--set poison.restarts=8 ...] [--workdir runs/bench-poisoning]
+        [--scenario from-scratch] [--set poison.restarts=8 ...] [--victim-set train.epochs=20 ...]
+        [--workdir runs/bench-poisoning]
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def run_arm(recipe: str, scenario: str, eps: str, args: argparse.Namespace) -> d
     config = load_poisoning_config(ROOT / "recipes" / "mnist5k-convnet.yaml", overrides)
     name = f"{recipe}-{scenario}-eps{eps.replace('/', 'of')}"
     t0 = time.perf_counter()
-    out = run_trials(config, Path(args.workdir) / name, args.trials, args.victims, clean=not args.no_clean)
+    out = run_trials(
+        config, Path(args.workdir) / name, args.trials, args.victims, clean=not args.no_clean,
+        victim_overrides=args.victim_set,
+    )  # fmt: skip
     s = out["summary"]
     return {
         "arm": name,
@@ -49,6 +53,7 @@ def run_arm(recipe: str, scenario: str, eps: str, args: argparse.Namespace) -> d
         "eps": eps,
         "config_hash": out["config_hash"],
         "poison": config.poison.model_dump(mode="json"),
+        "victim_overrides": list(args.victim_set),
         "summary": s,
         "trials": out["trials"],
         "wall_seconds_this_run": time.perf_counter() - t0,
@@ -99,6 +104,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench-poisoning"))
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    ap.add_argument(
+        "--victim-set", action="append", default=[], help="victims' own train.*/model.* value (surrogates keep theirs)"
+    )
     ap.add_argument("--name", default="poisoning", help="output file benchmarks/out/NAME.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -166,6 +166,10 @@ def test_craft_and_evaluate_commands_end_to_end(tmp_path, capsys) -> None:
     assert run_evaluate_poisons(ev) == 0
     out = capsys.readouterr().out
     assert "poisoned: success" in out and "control: success" in out
+    grey = ["evaluate-poisons", str(work), "--victims", "1", "--no-clean", "--victim-set", "train.epochs=2", "--quiet"]
+    assert run_evaluate_poisons(parser.parse_args(grey)) == 0
+    assert "report/evaluation-" in capsys.readouterr().out  # its own report; the default one is kept
+    assert (work / "report" / "evaluation.html").is_file()
 
 
 def test_adv_margin_known_answer() -> None:

@@ -87,3 +87,52 @@ def test_trials_bad_input_is_one_line(tmp_path, capsys) -> None:
     assert "--trials" in capsys.readouterr().err
     cfg = load_poisoning_config(None, ["poison.scenario=transfer", "poison.recipe=feature-collision"])
     assert cfg.poison.scenario == "transfer" and trials.trial_config(cfg, 3).seed == cfg.seed + 3
+
+
+def test_victim_overrides_train_the_victims_differently_and_reuse_the_poisons(tmp_path, capsys, monkeypatch) -> None:
+    import shutil
+
+    from poisonlab.attacks.poisoning import experiment
+
+    work = tmp_path / "t"
+    argv = ["trials", *TINY, "--trials", "1", "--victims", "1", "--no-clean", "--workdir", str(work), "--quiet"]
+    assert main(argv) == 0
+    crafted = (work / "trial-000" / "poisons" / "tensors.safetensors").read_bytes()
+    calls = []
+    real = experiment.evaluate_poisons_experiment
+
+    def spy(*a, **k):
+        calls.append(k.get("victim_overrides"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(trials, "evaluate_poisons_experiment", spy)
+    assert main([*argv, "--victim-set", "train.epochs=3"]) == 0
+    assert calls == [["train.epochs=3"]]  # the grey-box victims are a run of their own ...
+    assert (work / "trial-000" / "poisons" / "tensors.safetensors").read_bytes() == crafted  # ... on the same poisons
+    rows = ResultStore(work / "results.sqlite").rows(trials.KIND)
+    assert len(rows) == 2 and len({r["config_hash"] for r in rows}) == 2
+    assert any((work / f"report-victims-{r['config_hash']}" / "index.html").is_file() for r in rows)
+    # oracle: the same as evaluating a copy whose recipe itself says 3 epochs
+    copy = tmp_path / "copy"
+    shutil.copytree(work / "trial-000", copy)
+    (copy / "results.sqlite").unlink()
+    text = (copy / "config.yaml").read_text()
+    assert "  epochs: 1\n" in text
+    (copy / "config.yaml").write_text(text.replace("  epochs: 1\n", "  epochs: 3\n"))
+    edited = real(copy, 1, clean=False)
+    again = real(work / "trial-000", 1, clean=False, victim_overrides=["train.epochs=3"])
+    assert edited["results"] == again["results"]
+    default = real(work / "trial-000", 1, clean=False)
+    assert default["results"] != again["results"]
+
+
+def test_victim_overrides_bad_input_is_one_line(tmp_path, capsys) -> None:
+    work = tmp_path / "t"
+    base = ["trials", *TINY, "--trials", "1", "--victims", "1", "--workdir", str(work), "--quiet"]
+    assert main([*base, "--victim-set", "poison.eps=1/255"]) == 2
+    assert "only train.* and model.* describe the victim" in capsys.readouterr().err
+    assert not work.exists()  # refused before any work
+    assert main([*base, "--scenario", "transfer", "--victim-set", "train.epochs=2"]) == 2
+    assert "victims start from the public model" in capsys.readouterr().err
+    assert main([*base, "--victim-set", "train.epochs=0"]) == 2
+    assert "train.epochs" in capsys.readouterr().err

@@ -111,6 +111,14 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--victims", type=int, default=4, metavar="K", help="victims per arm (default 4)")
     p.add_argument("--no-control", action="store_true", help="skip the random-noise control arm")
     p.add_argument("--no-clean", action="store_true", help="skip the clean (unpoisoned) arm")
+    p.add_argument(
+        "--victim-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train the victims with another train.*/model.* value than the surrogates (grey box), e.g. "
+        "train.epochs=20; repeatable",
+    )
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -135,8 +143,9 @@ def run_evaluate_poisons(args: argparse.Namespace) -> int:
 
     check_victim_args(args)
     out = evaluate_poisons_experiment(
-        args.workdir, args.victims, not args.no_control, progress=not args.quiet, clean=not args.no_clean
-    )
+        args.workdir, args.victims, not args.no_control, progress=not args.quiet, clean=not args.no_clean,
+        victim_overrides=args.victim_set,
+    )  # fmt: skip
     print(f"poisonlab evaluate-poisons: {args.workdir}, {out['poisons']} poisons -> class {out['adv_class']}")
     rows: list[tuple[str, Any]] = []
     for arm, v in out["summary"].items():
@@ -162,6 +171,14 @@ def add_trials_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--victims", type=int, default=2, metavar="K", help="victims per arm and trial (default 2)")
     p.add_argument("--no-control", action="store_true", help="skip the random-noise control arm")
     p.add_argument("--no-clean", action="store_true", help="skip the clean arm")
+    p.add_argument(
+        "--victim-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train the victims with another train.*/model.* value than the surrogates (grey box), e.g. "
+        "train.epochs=20; repeatable",
+    )
     p.add_argument("--workdir", required=True, help="folder for the trials, their results and the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -181,7 +198,7 @@ def run_trials_command(args: argparse.Namespace) -> int:
     with stop_on_signals() as should_stop:
         out = run_trials(
             config, args.workdir, args.trials, args.victims, not args.no_control, not args.no_clean,
-            progress=not args.quiet, should_stop=should_stop,
+            progress=not args.quiet, should_stop=should_stop, victim_overrides=args.victim_set,
         )  # fmt: skip
     s, p = out["summary"], config.poison
     print(f"poisonlab trials: {p.recipe} ({p.scenario}), eps {p.eps * 255:.3g}/255, {s['trials']} trials")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.scenarios import Scenario, pretrained_weights
 from poisonlab.attacks.poisoning.selection import candidate_positions, choose_poisons, choose_targets
 from poisonlab.attacks.poisoning.surrogates import build_victim_model, train_surrogates
+from poisonlab.config import apply_overrides, build
 from poisonlab.data.dataset import Dataset
 from poisonlab.data.poisoned import PoisonedDataset
 from poisonlab.data.registry import load_dataset
-from poisonlab.errors import CheckpointError
+from poisonlab.errors import CheckpointError, ConfigError
 from poisonlab.experiments.job import environment, resolve_device
 from poisonlab.experiments.store import ResultStore
 from poisonlab.io.atomic import write_bytes_atomic
@@ -149,13 +150,18 @@ def evaluate_poisons_experiment(
     progress: bool = False,
     clean: bool = True,
     pretrained_dir: Path | None = None,
+    victim_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Retrain ``victims`` victims per arm (poisoned; noise control; clean) on the poisons of ``workdir``;
-    returns results and summary."""
+    returns results and summary.
+
+    ``victim_overrides`` (``train.*``/``model.*`` ``key=value``, from-scratch only) let the victims train
+    with another recipe or architecture than the one the attacker's surrogates assumed (a grey-box victim);
+    their results are stored under a key of their own."""
     workdir = Path(workdir)
     if not (workdir / CONFIG).is_file():
         raise CheckpointError(f"{workdir / CONFIG}: not found; run 'poisonlab craft' with this workdir first")
-    config = load_poisoning_config(workdir / CONFIG)
+    config = victim_config(load_poisoning_config(workdir / CONFIG), victim_overrides)
     splits = load_dataset(config.data.name, config.data.root)
     ps = PoisonSet.load(workdir / POISONS, splits.train)
     device = resolve_device(config.runtime)
@@ -185,12 +191,39 @@ def evaluate_poisons_experiment(
          f"{v['success']['successes']}/{v['success']['n']}", v["clean_accuracy"], v["victims"])
         for arm, v in s.items()
     ]  # fmt: skip
-    html = page(
-        "Poison success",
-        [("Retrained victims", table(rows, ["arm", "success (Wilson 95%)", "hits", "clean accuracy", "victims"]))],
-    )
-    write_bytes_atomic(workdir / "report" / "evaluation.html", html.encode())
-    return {**out, "poisons": len(ps), "adv_class": ps.adv_class, "report": str(workdir / "report" / "evaluation.html")}
+    sections = [
+        ("Retrained victims", table(rows, ["arm", "success (Wilson 95%)", "hits", "clean accuracy", "victims"]))
+    ]
+    if victim_overrides:
+        sections.append(
+            ("Victim recipe (differs from the surrogates')", table([(o,) for o in victim_overrides], ["override"]))
+        )
+    html = page("Poison success", sections)
+    name = "evaluation.html" if not victim_overrides else f"evaluation-{config.config_hash()}.html"
+    write_bytes_atomic(workdir / "report" / name, html.encode())
+    return {
+        **out,
+        "poisons": len(ps),
+        "adv_class": ps.adv_class,
+        "victim_overrides": list(victim_overrides),
+        "report": str(workdir / "report" / name),
+    }
+
+
+VICTIM_SECTIONS = ("train.", "model.")
+
+
+def victim_config(config: PoisoningExperimentConfig, victim_overrides: Sequence[str]) -> PoisoningExperimentConfig:
+    """``config`` with the victims' own recipe/architecture (``train.*``/``model.*`` overrides); the crafting
+    settings cannot change after the poisons exist, and pretrained scenarios keep the public model's."""
+    if not victim_overrides:
+        return config
+    for item in victim_overrides:
+        if not item.strip().startswith(VICTIM_SECTIONS):
+            raise ConfigError(f"--victim-set {item!r}: only train.* and model.* describe the victim")
+    if config.poison.scenario != "from-scratch":
+        raise ConfigError(f"--victim-set: scenario {config.poison.scenario} victims start from the public model")
+    return build(PoisoningExperimentConfig, apply_overrides(config.model_dump(mode="json"), list(victim_overrides)))
 
 
 def poisoned_retrainer(

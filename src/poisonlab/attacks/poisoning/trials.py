@@ -10,16 +10,23 @@ and resumes an interrupted one from its checkpoints. The report pools all trials
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from poisonlab.attacks.poisoning.config import PoisoningExperimentConfig
-from poisonlab.attacks.poisoning.experiment import PRETRAINED, craft_experiment, evaluate_poisons_experiment
+from poisonlab.attacks.poisoning.experiment import (
+    PRETRAINED,
+    craft_experiment,
+    evaluate_poisons_experiment,
+    victim_config,
+)
 from poisonlab.experiments.store import ResultStore
 from poisonlab.io.atomic import write_bytes_atomic
 from poisonlab.metrics.intervals import Proportion, t_interval
@@ -44,13 +51,19 @@ def run_trials(
     clean: bool = True,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    victim_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run (or resume) ``trials`` independent trials with ``victims`` victims per arm; returns the summary."""
+    """Run (or resume) ``trials`` independent trials with ``victims`` victims per arm; returns the summary.
+
+    With ``victim_overrides`` (``train.*``/``model.*``), the victims train with that recipe/architecture
+    while the attacker's surrogates keep the config's; a rerun with other overrides reuses the crafted
+    poisons and records its rows separately."""
     if trials < 1 or victims < 1:
         raise ValueError("trials and victims must be positive")
+    victim_config(config, victim_overrides)  # refuse bad overrides before any work
     workdir = Path(workdir)
     store = ResultStore(workdir / "results.sqlite")
-    chash = config.config_hash()
+    chash = trials_hash(config, victim_overrides)
     dumped = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     write_bytes_atomic(workdir / "config.yaml", dumped.encode())
     done = {r["trial_key"]: r for r in store.rows(KIND) if r["config_hash"] == chash}
@@ -62,16 +75,31 @@ def run_trials(
             if key in done:
                 rows.append({"trial": t, **done[key]["metrics"], **done[key]["meta"]})
                 continue
-            row = _trial(config, workdir, t, victims, control, clean, should_stop)
+            row = _trial(config, workdir, t, victims, control, clean, should_stop, victim_overrides)
             metrics = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "trial"}
             meta = {k: v for k, v in row.items() if k not in metrics and k != "trial"}
             store.add(KIND, chash, key, config.seed + t, metrics, meta)
             rows.append(row)
             bar.update(1)
     summary = summarize_trials(rows)
-    result = {"config_hash": chash, "config": config.model_dump(mode="json"), "summary": summary, "trials": rows}
-    result["report"] = str(_write_report(workdir / "report", result))
+    result = {
+        "config_hash": chash,
+        "config": config.model_dump(mode="json"),
+        "victim_overrides": list(victim_overrides),
+        "summary": summary,
+        "trials": rows,
+    }
+    report = "report" if not victim_overrides else f"report-victims-{chash}"
+    result["report"] = str(_write_report(workdir / report, result))
     return result
+
+
+def trials_hash(config: PoisoningExperimentConfig, victim_overrides: Sequence[str] = ()) -> str:
+    """The key of a run's trial rows: the config's hash, combined with the victims' overrides if any."""
+    chash = config.config_hash()
+    if not victim_overrides:
+        return chash
+    return hashlib.sha256(json.dumps([chash, list(victim_overrides)]).encode()).hexdigest()[:16]
 
 
 def _trial(
@@ -82,13 +110,16 @@ def _trial(
     control: bool,
     clean: bool,
     should_stop: Callable[[], bool] | None,
+    victim_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     tconf = trial_config(config, t)
     folder = workdir / f"trial-{t:03d}"
     shared = workdir / PRETRAINED
     crafted = craft_experiment(tconf, folder, should_stop=should_stop, pretrained_dir=shared)
-    evaluated = evaluate_poisons_experiment(folder, victims, control, clean=clean, pretrained_dir=shared)
+    evaluated = evaluate_poisons_experiment(
+        folder, victims, control, clean=clean, pretrained_dir=shared, victim_overrides=victim_overrides
+    )
     row: dict[str, Any] = {
         "trial": t,
         "seed": tconf.seed,
@@ -173,8 +204,15 @@ def _write_report(directory: Path, result: dict[str, Any]) -> Path:
                 "<p>-</p>" if drop is None else f"<p>{drop['mean']:.4f} [{drop['lo']:.4f}, {drop['hi']:.4f}]</p>",
             ),
             ("Per trial", table(per_trial, [*keys, *arms])),
+            ("Victims' recipe", _victim_text(result.get("victim_overrides", []))),
         ],
     )
     write_bytes_atomic(directory / "result.json", json.dumps(result, indent=1).encode())
     write_bytes_atomic(directory / "index.html", body.encode())
     return directory / "index.html"
+
+
+def _victim_text(overrides: list[str]) -> str:
+    if not overrides:
+        return "<p>the surrogates' recipe and architecture</p>"
+    return "<p>differs from the surrogates': " + ", ".join(html.escape(o) for o in overrides) + "</p>"
