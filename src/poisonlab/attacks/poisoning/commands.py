@@ -111,6 +111,14 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--victims", type=int, default=4, metavar="K", help="victims per arm (default 4)")
     p.add_argument("--no-control", action="store_true", help="skip the random-noise control arm")
     p.add_argument("--no-clean", action="store_true", help="skip the clean (unpoisoned) arm")
+    add_victim_set(p)
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def add_victim_set(p: argparse.ArgumentParser) -> None:
+    """``--victim-set KEY=VALUE``: the victims' own ``train.*``/``model.*`` values (grey-box victims)."""
     p.add_argument(
         "--victim-set",
         action="append",
@@ -119,9 +127,6 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="train the victims with another train.*/model.* value than the surrogates (grey box), e.g. "
         "train.epochs=20; repeatable",
     )
-    p.add_argument("--threads", type=int, help="CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def check_victim_args(args: argparse.Namespace) -> None:
@@ -171,14 +176,7 @@ def add_trials_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--victims", type=int, default=2, metavar="K", help="victims per arm and trial (default 2)")
     p.add_argument("--no-control", action="store_true", help="skip the random-noise control arm")
     p.add_argument("--no-clean", action="store_true", help="skip the clean arm")
-    p.add_argument(
-        "--victim-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="train the victims with another train.*/model.* value than the surrogates (grey box), e.g. "
-        "train.epochs=20; repeatable",
-    )
+    add_victim_set(p)
     p.add_argument("--workdir", required=True, help="folder for the trials, their results and the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -144,7 +144,7 @@ class GradientMatching(Crafter):
     (:meth:`DifferentiableAugment.for_shape`; no flips for grey images) instead of the reference's
     bilinear sub-pixel shift, so poisons see the augmentation the victim uses.
 
-    Retraining (Sleeper Agent, Souri et al., NeurIPS 2022, in the same reference code family:
+    Retraining (Sleeper Agent, NeurIPS 2022, built on the same reference code:
     ``--retrain_scenario from-scratch --retrain_iter N``): with ``config.retrain_every = N`` and a
     ``retrainer``, after every N-th step (not after the last) the surrogates are replaced by fresh ones trained
     from a new initialisation on the poisoned set as it stands, and the target gradients are recomputed; the
