@@ -205,7 +205,7 @@ class GradientMatching(Crafter):
                 sub = seeds.child(f"restart-{r}")
                 adam = SignedAdam(tau0, scale)
                 aug_rng = sub.generator("augment", device)
-                models, retrains = surrogates, 0
+                models, retrains, retrained = surrogates, 0, {}
                 if state["current"] is None:
                     delta = _init_delta(cfg.init, x.shape, budget, sub.generator("init")).to(device)
                     loss = float("nan")
@@ -218,6 +218,7 @@ class GradientMatching(Crafter):
                     retrains = int(cur.get("retrains", 0))
                     if retrains:
                         models = _with_weights(surrogates, cur["surrogates"])
+                        retrained = {"retrains": retrains, "surrogates": cur["surrogates"]}
                 target_grads = [target_gradient(m, targets, task.adv_class) for m in models]
                 for step in range(state["step"], cfg.steps):
                     loss, grad = alignment(delta, x, y, models, target_grads, cfg.pbatch, augment, aug_rng)
@@ -227,12 +228,12 @@ class GradientMatching(Crafter):
                         retrains += 1
                         models = self.retrainer(delta, sub.child(f"retrain-{retrains}"))  # type: ignore[misc]
                         target_grads = [target_gradient(m, targets, task.adv_class) for m in models]
+                        retrained = {"retrains": retrains, "surrogates": [dict(m.state_dict()) for m in models]}
                     state["step"] = step + 1
                     rng = aug_rng.get_state()
-                    state["current"] = {"delta": delta, "adam": adam.state_dict(), "augment_rng": rng, "loss": loss}
-                    if retrains:
-                        weights = [dict(m.state_dict()) for m in models]
-                        state["current"].update(retrains=retrains, surrogates=weights)
+                    state["current"] = {
+                        "delta": delta, "adam": adam.state_dict(), "augment_rng": rng, "loss": loss, **retrained
+                    }  # fmt: skip
                     bar.update(1)
                     if self.on_step is not None:
                         self.on_step({"restart": r, "step": step, "loss": loss, "lr": tau0 * factor})
