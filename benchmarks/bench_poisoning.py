@@ -68,8 +68,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| recipe | scenario | eps | trials x victims | poisoned success [Wilson 95%] | trials with a hit "
         "| noise control | clean acc (poisoned / clean) | drop vs clean (or noise) arm, points [t 95%] "
-        "| final loss, median | s/trial |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target margin shift past noise, logits [paired t 95%] | final loss, median | s/trial |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r["summary"]
@@ -84,11 +84,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             acc += f" / {100 * clean['clean_accuracy']['mean']:.2f}"
         dropped = "-" if drop is None else f"{100 * drop['mean']:.2f} [{100 * drop['lo']:.2f}, {100 * drop['hi']:.2f}]"
         per_trial = f"{sum(walls) / len(walls):.0f}" if walls else "-"
+        m = s.get("margin_shift_vs_control")
+        shift = "-" if m is None else f"{m['mean']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]"
         victims = pois["success"]["n"] // max(s["trials"], 1)
         lines.append(
             f"| {r['recipe']} | {r['scenario']} | {r['eps']} | {s['trials']} x {victims} | {pct(pois['success'])} "
             f"| {pois['trials_with_success']}/{s['trials']} | {pct(ctrl['success']) if ctrl else '-'} | {acc} "
-            f"| {dropped} | {med:.3f} | {per_trial} |"
+            f"| {dropped} | {shift} | {med:.3f} | {per_trial} |"
         )
     return "\n".join(lines)
 

@@ -66,6 +66,8 @@ def test_trials_run_end_to_end_one_row_each_and_resume(tmp_path, capsys, monkeyp
     assert main([*argv, "--workdir", str(work), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "poisoned: success" in out and "control: success" in out and "clean: success" in out
+    assert "target margin shift past noise" in out
+    assert "Target margin: poisons against the noise control" in (work / "report" / "index.html").read_text()
     rows = ResultStore(work / "results.sqlite").rows(trials.KIND)
     assert sorted(r["trial_key"] for r in rows) == ["trial=0", "trial=1"]
     assert {r["seed"] for r in rows} == {0, 1}
@@ -80,6 +82,23 @@ def test_trials_run_end_to_end_one_row_each_and_resume(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(trials, "craft_experiment", boom)
     assert main([*argv, "--workdir", str(work), "--quiet"]) == 0  # every trial recorded: nothing recomputed
+
+
+def test_margin_shift_is_the_paired_difference_of_the_arms_margins() -> None:
+    from poisonlab.metrics.intervals import t_interval
+
+    rows = [
+        {"poisoned_successes": s, "poisoned_n": 2, "poisoned_accuracy": 0.97, "poisoned_margin": p,
+         "control_successes": 0, "control_n": 2, "control_accuracy": 0.975, "control_margin": c, "craft_loss": 0.1}
+        for s, p, c in [(0, -11.2, -18.3), (0, -2.8, -6.8), (1, -0.2, -3.0)]
+    ]  # fmt: skip
+    shift = trials.summarize_trials(rows)["margin_shift_vs_control"]
+    mean, lo, hi = t_interval([7.1, 4.0, 2.8])
+    assert shift["trials"] == 3 and shift["mean"] == pytest.approx(mean) and shift["mean"] == pytest.approx(4.633333)
+    assert (shift["lo"], shift["hi"]) == pytest.approx((lo, hi)) and lo < 0 < mean < hi  # 3 trials: wide
+    for r in rows:
+        del r["control_margin"]  # rows written before margins were recorded: no shift, no crash
+    assert "margin_shift_vs_control" not in trials.summarize_trials(rows)
 
 
 def test_trials_bad_input_is_one_line(tmp_path, capsys) -> None:

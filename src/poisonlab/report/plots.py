@@ -49,3 +49,31 @@ def image_rows_png(rows: Sequence[object], labels: Sequence[str], scale: float =
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def paired_margins_png(control: Sequence[float], poisoned: Sequence[float], labels: Sequence[str]) -> bytes:
+    """One point per trial: the target's adversarial margin under the noise control (x) and under the poisons (y).
+
+    Points above the diagonal are moved towards the adversarial class by the poisons more than by noise; points
+    above the horizontal line at 0 are flipped (on average over the trial's victims)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4.5), dpi=110)
+    ax = fig.subplots()
+    ax.scatter(control, poisoned, color="tab:red", zorder=3)
+    for x, y, label in zip(control, poisoned, labels):
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    values = [*control, *poisoned, 0.0]
+    lo, hi = min(values) - 1.0, max(values) + 1.0
+    ax.plot([lo, hi], [lo, hi], ls=":", color="gray", label="no effect (poisons = noise)")
+    ax.axhline(0.0, color="black", lw=0.8, label="flip threshold")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="target margin, noise-control victims (logits)")
+    ax.set(ylabel="target margin, poisoned victims (logits)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

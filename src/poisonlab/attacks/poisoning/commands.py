@@ -210,6 +210,9 @@ def run_trials_command(args: argparse.Namespace) -> int:
     if "accuracy_drop" in s:
         d = s["accuracy_drop"]
         rows.append(("accuracy drop (clean - poisoned)", f"{d['mean']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]"))
+    if "margin_shift_vs_control" in s:
+        d = s["margin_shift_vs_control"]
+        rows.append(("target margin shift past noise", f"{d['mean']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}] logits"))
     _print_table(rows)
     print(f"report: {out['report']}")
     return 0

@@ -30,7 +30,8 @@ from poisonlab.attacks.poisoning.experiment import (
 from poisonlab.experiments.store import ResultStore
 from poisonlab.io.atomic import write_bytes_atomic
 from poisonlab.metrics.intervals import Proportion, t_interval
-from poisonlab.report.html import page, table
+from poisonlab.report.html import image, page, table
+from poisonlab.report.plots import paired_margins_png
 from poisonlab.utils.progress import progress_bar
 
 KIND = "poison-trial"
@@ -140,7 +141,12 @@ def _trial(
 
 def summarize_trials(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per arm: pooled success (Wilson 95%) and mean clean accuracy; trials with any success; the clean-accuracy
-    drop (clean - poisoned, t interval over trials) and the final crafting loss per trial."""
+    drop (clean - poisoned, t interval over trials) and the final crafting loss per trial.
+
+    ``margin_shift_vs_control``: the target's adversarial logit margin (``z_adv - max other``, mean over a trial's
+    victims) on the poisoned victims minus that on the noise-control victims with the same seeds, with a paired t
+    interval over trials. It shows whether the poisons move the target at all where too few targets flip for the
+    success rate to tell poisons from noise; > 0 is towards the adversarial class."""
     out: dict[str, Any] = {"trials": len(rows)}
     for arm in ARMS:
         if not rows or f"{arm}_n" not in rows[0]:
@@ -162,6 +168,10 @@ def summarize_trials(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if rows and "control" in out and "poisoned" in out:  # same victim seeds, noise instead of poisons
         mean, lo, hi = t_interval([float(r["control_accuracy"]) - float(r["poisoned_accuracy"]) for r in rows])
         out["accuracy_drop_vs_control"] = {"mean": mean, "lo": lo, "hi": hi}
+    paired = [r for r in rows if "poisoned_margin" in r and "control_margin" in r]
+    if paired:  # same victim seeds on both arms: how far the poisons move the target past same-budget noise
+        mean, lo, hi = t_interval([float(r["poisoned_margin"]) - float(r["control_margin"]) for r in paired])
+        out["margin_shift_vs_control"] = {"mean": mean, "lo": lo, "hi": hi, "trials": len(paired)}
     if rows:
         # final crafting objective: 1 - cosine (gradient matching), adversarial loss (MetaPoison), feature
         # distance (feature collision); rows written before the rename call it matching_loss
@@ -186,8 +196,11 @@ def _write_report(directory: Path, result: dict[str, Any]) -> Path:
             )
     keys = ["trial", "seed", "target_ids", "adv_class", "craft_loss"]
     arms = [a for a in ARMS if a in s]
+    margin_arms = [a for a in arms if all(f"{a}_margin" in r for r in result["trials"])]
     per_trial = [
-        [r.get(k, r.get("matching_loss")) for k in keys] + [f"{r[f'{a}_successes']}/{r[f'{a}_n']}" for a in arms]
+        [r.get(k, r.get("matching_loss")) for k in keys]
+        + [f"{r[f'{a}_successes']}/{r[f'{a}_n']}" for a in arms]
+        + [f"{r[f'{a}_margin']:.2f}" for a in margin_arms]
         for r in result["trials"]
     ]
     p = result["config"]["poison"]
@@ -203,13 +216,32 @@ def _write_report(directory: Path, result: dict[str, Any]) -> Path:
                 "Clean-accuracy drop (clean - poisoned, t 95% over trials)",
                 "<p>-</p>" if drop is None else f"<p>{drop['mean']:.4f} [{drop['lo']:.4f}, {drop['hi']:.4f}]</p>",
             ),
-            ("Per trial", table(per_trial, [*keys, *arms])),
+            ("Per trial", table(per_trial, [*keys, *arms, *(f"{a} margin" for a in margin_arms)])),
+            ("Target margin: poisons against the noise control", _margin_section(result)),
             ("Victims' recipe", _victim_text(result.get("victim_overrides", []))),
         ],
     )
     write_bytes_atomic(directory / "result.json", json.dumps(result, indent=1).encode())
     write_bytes_atomic(directory / "index.html", body.encode())
     return directory / "index.html"
+
+
+def _margin_section(result: dict[str, Any]) -> str:
+    shift = result["summary"].get("margin_shift_vs_control")
+    if shift is None:
+        return "<p>-</p>"
+    paired = [r for r in result["trials"] if "poisoned_margin" in r and "control_margin" in r]
+    png = paired_margins_png(
+        [float(r["control_margin"]) for r in paired],
+        [float(r["poisoned_margin"]) for r in paired],
+        [str(r["trial"]) for r in paired],
+    )
+    text = (
+        f"<p>The target's adversarial margin (z_adv - max other, logits; &gt; 0 is flipped) moves {shift['mean']:.2f} "
+        f"[{shift['lo']:.2f}, {shift['hi']:.2f}] (paired t 95% over {shift['trials']} trials) further towards the "
+        "adversarial class on the poisoned victims than on the noise-control victims with the same seeds.</p>"
+    )
+    return text + image(png, "target margin per trial, poisoned against noise-control victims")
 
 
 def _victim_text(overrides: list[str]) -> str:
