@@ -168,7 +168,7 @@ def summarize_trials(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if rows and "control" in out and "poisoned" in out:  # same victim seeds, noise instead of poisons
         mean, lo, hi = t_interval([float(r["control_accuracy"]) - float(r["poisoned_accuracy"]) for r in rows])
         out["accuracy_drop_vs_control"] = {"mean": mean, "lo": lo, "hi": hi}
-    paired = [r for r in rows if "poisoned_margin" in r and "control_margin" in r]
+    paired = _paired_margins(rows)
     if paired:  # same victim seeds on both arms: how far the poisons move the target past same-budget noise
         mean, lo, hi = t_interval([float(r["poisoned_margin"]) - float(r["control_margin"]) for r in paired])
         out["margin_shift_vs_control"] = {"mean": mean, "lo": lo, "hi": hi, "trials": len(paired)}
@@ -226,11 +226,16 @@ def _write_report(directory: Path, result: dict[str, Any]) -> Path:
     return directory / "index.html"
 
 
+def _paired_margins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials whose poisoned and noise-control victims both recorded the target's margin."""
+    return [r for r in rows if "poisoned_margin" in r and "control_margin" in r]
+
+
 def _margin_section(result: dict[str, Any]) -> str:
     shift = result["summary"].get("margin_shift_vs_control")
     if shift is None:
         return "<p>-</p>"
-    paired = [r for r in result["trials"] if "poisoned_margin" in r and "control_margin" in r]
+    paired = _paired_margins(result["trials"])
     png = paired_margins_png(
         [float(r["control_margin"]) for r in paired],
         [float(r["poisoned_margin"]) for r in paired],
