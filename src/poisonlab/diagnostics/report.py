@@ -4,7 +4,6 @@ the studies' tables."""
 from __future__ import annotations
 
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,22 +11,7 @@ from typing import Any
 
 from poisonlab.io.atomic import write_bytes_atomic
 from poisonlab.report.html import image, page, table
-
-
-def _figure(w: float, h: float):  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(w, h), dpi=110)
-
-
-def _png(fig) -> bytes:  # type: ignore[no-untyped-def]
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+from poisonlab.report.plots import figure, png_bytes
 
 
 def spectra_png(spectra: dict[str, Sequence[Any]]) -> bytes:
@@ -37,7 +21,7 @@ def spectra_png(spectra: dict[str, Sequence[Any]]) -> bytes:
     first = spectra[labels[0]]
     cols = min(3, len(first))
     rows = (len(first) + cols - 1) // cols
-    fig = _figure(3.3 * cols, 2.5 * rows)
+    fig = figure(3.3 * cols, 2.5 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, layer in enumerate(first):
         ax = axes[i // cols][i % cols]
@@ -53,14 +37,14 @@ def spectra_png(spectra: dict[str, Sequence[Any]]) -> bytes:
         axes[k // cols][k % cols].axis("off")
     if len(labels) > 1:
         axes[0][0].legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def norms_png(norms: dict[str, list[dict[str, Any]]]) -> bytes:
     """l2 norm of each parameter tensor, one bar group per model."""
     labels = list(norms)
     names = [str(r["name"]) for r in norms[labels[0]]]
-    fig = _figure(max(6.0, 0.35 * len(names)), 3.2)
+    fig = figure(max(6.0, 0.35 * len(names)), 3.2)
     ax = fig.subplots()
     width = 0.8 / len(labels)
     for j, label in enumerate(labels):
@@ -70,12 +54,12 @@ def norms_png(norms: dict[str, list[dict[str, Any]]]) -> bytes:
     ax.set_ylabel("l2 norm")
     if len(labels) > 1:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def interpolation_png(result: dict[str, Any]) -> bytes:
     """Loss and accuracy against alpha for each evaluated split."""
-    fig = _figure(8, 3)
+    fig = figure(8, 3)
     ax1, ax2 = fig.subplots(1, 2)
     a = result["alphas"]
     for name, curve in result["splits"].items():
@@ -85,7 +69,7 @@ def interpolation_png(result: dict[str, Any]) -> bytes:
     ax2.set(xlabel="alpha (0 = A, 1 = B)", ylabel="accuracy")
     ax1.legend(fontsize=7)
     ax1.set_title(f"BatchNorm statistics: {result['bn']}", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_diagnose_report(directory: Path, result: dict[str, Any], spectra: dict[str, Sequence[Any]]) -> Path:

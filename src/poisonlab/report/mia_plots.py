@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 
 import numpy as np
 
 from poisonlab.metrics.membership import auc, roc_curve
+from poisonlab.report.plots import figure, png_bytes
 
 
 def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "") -> bytes:
     """One log-log ROC curve per ``name -> (scores, labels)``, with the chance diagonal."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 4.5), dpi=110)
+    fig = figure(5.5, 4.5)
     ax = fig.subplots()
     lo = 1.0
     for name, (scores, labels) in curves.items():
@@ -29,7 +24,4 @@ def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = ""
     ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1), xlabel="false positive rate")
     ax.set(ylabel="true positive rate", title=title)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -4,37 +4,43 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 
-def training_curves_png(history: Sequence[dict[str, float]]) -> bytes:
-    """Loss and training accuracy per epoch."""
+def figure(width: float, height: float, dpi: int = 110) -> Any:
+    """A matplotlib Figure on the non-interactive backend (no pyplot state, safe without a display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 3), dpi=110)
-    ax1, ax2 = fig.subplots(1, 2)
-    epochs = [h["epoch"] for h in history]
-    ax1.plot(epochs, [h["loss"] for h in history], marker="o")
-    ax1.set(xlabel="epoch", ylabel="training loss", yscale="log")
-    ax2.plot(epochs, [h["train_accuracy"] for h in history], marker="o", color="tab:green")
-    ax2.set(xlabel="epoch", ylabel="training accuracy")
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def png_bytes(fig: Any) -> bytes:
+    """The figure laid out tightly and rendered to PNG bytes."""
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
+def training_curves_png(history: Sequence[dict[str, float]]) -> bytes:
+    """Loss and training accuracy per epoch."""
+    fig = figure(7, 3)
+    ax1, ax2 = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    ax1.plot(epochs, [h["loss"] for h in history], marker="o")
+    ax1.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    ax2.plot(epochs, [h["train_accuracy"] for h in history], marker="o", color="tab:green")
+    ax2.set(xlabel="epoch", ylabel="training accuracy")
+    return png_bytes(fig)
+
+
 def image_rows_png(rows: Sequence[object], labels: Sequence[str], scale: float = 1.0) -> bytes:
     """Rows of images (each a tensor (K, C, H, W) in [0, 1]) tiled into one picture, a label per row."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     k = max(int(r.shape[0]) for r in rows)  # type: ignore[attr-defined]
-    fig = Figure(figsize=(scale * 1.0 * k + 0.8, scale * 1.1 * len(rows)), dpi=100)
+    fig = figure(scale * 1.0 * k + 0.8, scale * 1.1 * len(rows), dpi=100)
     axes = fig.subplots(len(rows), k, squeeze=False)
     for i, (imgs, label) in enumerate(zip(rows, labels)):
         for j in range(k):
@@ -45,10 +51,7 @@ def image_rows_png(rows: Sequence[object], labels: Sequence[str], scale: float =
                 ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
             if j == 0:
                 ax.set_title(label, fontsize=8, loc="left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def paired_margins_png(control: Sequence[float], poisoned: Sequence[float], labels: Sequence[str]) -> bytes:
@@ -56,12 +59,7 @@ def paired_margins_png(control: Sequence[float], poisoned: Sequence[float], labe
 
     Points above the diagonal are moved towards the adversarial class by the poisons more than by noise; points
     above the horizontal line at 0 are flipped (on average over the trial's victims)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4.5), dpi=110)
+    fig = figure(5, 4.5)
     ax = fig.subplots()
     ax.scatter(control, poisoned, color="tab:red", zorder=3)
     for x, y, label in zip(control, poisoned, labels):
@@ -73,7 +71,4 @@ def paired_margins_png(control: Sequence[float], poisoned: Sequence[float], labe
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="target margin, noise-control victims (logits)")
     ax.set(ylabel="target margin, poisoned victims (logits)")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ from poisonlab.io.atomic import write_bytes_atomic
 from poisonlab.metrics.intervals import Proportion, t_interval
 from poisonlab.metrics.membership import auc, tpr_at_fpr
 from poisonlab.report.html import image, page, table
+from poisonlab.report.plots import figure, png_bytes
 
 ARMS = ("clean", "poisoned")
 
@@ -78,25 +78,9 @@ def summarize_canary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _figure(size: tuple[float, float]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=size, dpi=110)
-
-
 def attribute_plot(summary: dict[str, Any], chance: float) -> bytes:
     """Accuracy with 95% Wilson intervals per arm and attack, with the chance and prior-guess lines."""
-    fig = _figure((6, 3.2))
+    fig = figure(6, 3.2)
     ax = fig.subplots()
     labels, means, errs = [], [], [[], []]
     for arm in ARMS:
@@ -113,12 +97,12 @@ def attribute_plot(summary: dict[str, Any], chance: float) -> bytes:
         ax.axhline(summary["prior_accuracy"], color="black", ls=":", label="majority-value guess")
     ax.set(xticks=range(len(labels)), xticklabels=labels, ylabel="attribute-inference accuracy", ylim=(0, 1))
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def canary_plot(rows: list[dict[str, Any]], summary: dict[str, Any]) -> bytes:
     """Exposure of each trial's secret, clean versus poisoned (paired by trial), with the maximum."""
-    fig = _figure((6, 3.2))
+    fig = figure(6, 3.2)
     ax = fig.subplots()
     for scorer, marker in (("likelihood", "o"), ("calibrated", "s")):
         if rows and scorer in rows[0].get("clean", {}) and "poisoned" in rows[0]:
@@ -129,7 +113,7 @@ def canary_plot(rows: list[dict[str, Any]], summary: dict[str, Any]) -> bytes:
     ax.axhline(summary["max_exposure"], color="gray", ls="--", label="max (rank 1)")
     ax.set(xticks=[0, 1], xticklabels=["clean", "poisoned"], ylabel="exposure (bits)", xlim=(-0.3, 1.3))
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def write_report(workdir: Path, title: str, result: dict[str, Any], png: bytes, rows_html: str) -> Path:

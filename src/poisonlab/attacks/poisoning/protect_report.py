@@ -3,7 +3,6 @@ the fraction protected (matplotlib, Agg backend, PNG bytes)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,22 +10,7 @@ import torch
 
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.data.dataset import Dataset
-
-
-def _figure(width: float, height: float) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _png(fig: Any) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+from poisonlab.report.plots import figure, png_bytes
 
 
 def protection_grid_png(protected: PoisonSet, base: Dataset, rows: int = 8) -> bytes:
@@ -35,7 +19,7 @@ def protection_grid_png(protected: PoisonSet, base: Dataset, rows: int = 8) -> b
     x = base.images[base.positions_of(protected.poison_ids[:n])].cpu()
     d = protected.deltas[:n]
     cols = (x, (x + d).clamp(0, 1), (d / (2 * protected.eps) + 0.5).clamp(0, 1))
-    fig = _figure(4.5, 1.5 * n)
+    fig = figure(4.5, 1.5 * n, dpi=100)
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         for j, (col, title) in enumerate(zip(cols, ("clean", "protected", "difference (amplified)"))):
@@ -48,7 +32,7 @@ def protection_grid_png(protected: PoisonSet, base: Dataset, rows: int = 8) -> b
             if i == 0:
                 ax.set_title(title, fontsize=8)
         axes[i][0].set_ylabel(f"id {int(protected.poison_ids[i])}", fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 ARM_STYLES = {"protected": "-", "noise": "--", "clean": ":"}
@@ -74,7 +58,7 @@ def accuracy_curve_png(
 ) -> bytes:
     """Clean test accuracy (mean with t-interval error bars) against ``xs``, one line per label; labels
     ``"<model> <arm>"`` share a colour per model and a line style per arm."""
-    fig = _figure(6, 4)
+    fig = figure(6, 4, dpi=100)
     ax = fig.subplots()
     models: list[str] = []
     for label, points in curves.items():
@@ -89,7 +73,7 @@ def accuracy_curve_png(
         ax.axhline(bar, color="gray", linestyle="--", linewidth=1, label=f"bar {bar:g}")
     ax.set(xlabel=xlabel, ylabel="clean test accuracy", title=title, ylim=(0, 1))
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def summary_rows(summary: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
-
-def _figure(width: float, height: float) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110)
-
-
-def _png(fig: Any) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+from poisonlab.report.plots import figure, png_bytes
 
 
 def per_class_accuracy_png(summary: dict[str, Any], classes: Sequence[str], small: int, title: str) -> bytes:
     """Grouped bars: mean test accuracy per class for each arm, with 95% t intervals; the small class is marked."""
-    fig = _figure(8, 3.6)
+    fig = figure(8, 3.6)
     ax = fig.subplots()
     arms = [a for a in ("non-private", "dp-sgd") if a in summary["arms"]]
     width = 0.8 / max(len(arms), 1)
@@ -43,12 +28,12 @@ def per_class_accuracy_png(summary: dict[str, Any], classes: Sequence[str], smal
     ax.set_xticks(range(len(classes)), list(classes))
     ax.set(xlabel="class", ylabel="test accuracy", title=title, ylim=(0, 1.05))
     ax.legend(loc="lower left", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def audit_scores_png(runs: Sequence[dict[str, Any]]) -> bytes:
     """One panel per audited mechanism: histograms of canary scores (-loss) for included and excluded canaries."""
-    fig = _figure(3.2 * max(len(runs), 1), 3)
+    fig = figure(3.2 * max(len(runs), 1), 3)
     axes = fig.subplots(1, max(len(runs), 1), squeeze=False)[0]
     for ax, run in zip(axes, runs):
         scores, included = run["scores"], run["included"]
@@ -60,4 +45,4 @@ def audit_scores_png(runs: Sequence[dict[str, Any]]) -> bytes:
         ax.set(xlabel="score (-loss)", title=f"{run['mechanism']}\nlb {run['epsilon_lb']:.2f} vs {run['claim']}")
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
