@@ -20,10 +20,12 @@ from poisonlab.attacks.inference.privacy_commands import (
 from poisonlab.attacks.poisoning.commands import (
     add_craft_parser,
     add_evaluate_parser,
+    add_trials_curve_parser,
     add_trials_parser,
     run_craft,
     run_evaluate_poisons,
     run_trials_command,
+    run_trials_curve,
 )
 from poisonlab.attacks.poisoning.protect_commands import (
     add_evaluate_protection_parser,
@@ -134,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     add_craft_parser(sub)
     add_evaluate_parser(sub)
     add_trials_parser(sub)
+    add_trials_curve_parser(sub)
     add_epsilon_parser(sub)
     add_fl_parser(sub)
     add_disparate_impact_parser(sub)
@@ -283,6 +286,7 @@ COMMANDS = {
     "craft": run_craft,
     "evaluate-poisons": run_evaluate_poisons,
     "trials": run_trials_command,
+    "trials-curve": run_trials_curve,
     "epsilon": run_epsilon,
     "fl": run_fl,
     "disparate-impact": run_disparate_impact,

@@ -72,3 +72,41 @@ def paired_margins_png(control: Sequence[float], poisoned: Sequence[float], labe
     ax.set(ylabel="target margin, poisoned victims (logits)")
     ax.legend(fontsize=7, loc="lower right")
     return png_bytes(fig)
+
+
+Interval = tuple[float, float, float]  # (centre, lo, hi)
+CurveSeries = tuple[
+    str, Sequence[float], Sequence[Interval | None], Sequence[Interval | None], Sequence[Interval | None]
+]
+
+
+def budget_curve_png(curves: Sequence[CurveSeries]) -> bytes:
+    """Attack strength against eps (in /255), one line per curve: (label, eps, poisoned success, noise-control
+    success, target margin shift past noise). Left: success rates with their intervals (noise dashed). Right: the
+    margin shift with its interval; above 0 the poisons move the target further than same-budget noise."""
+    fig = figure(10, 4)
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (label, eps, success, control, shift) in enumerate(curves):
+        colour = f"C{i % 10}"
+        _error_line(ax1, eps, success, colour, label, "-", "o")
+        _error_line(ax1, eps, control, colour, f"{label}: noise control", "--", "x")
+        _error_line(ax2, eps, shift, colour, label, "-", "o")
+    ax1.set(xlabel="eps (/255)", ylabel="target success rate (95% interval)", ylim=(-0.02, 1.02))
+    ax2.axhline(0.0, color="black", lw=0.8)
+    ax2.set(xlabel="eps (/255)", ylabel="target margin shift past noise, logits (95%)")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    return png_bytes(fig)
+
+
+def _error_line(
+    ax: Any, xs: Sequence[float], values: Sequence[Interval | None], colour: str, label: str, ls: str, marker: str
+) -> None:
+    """Points with asymmetric error bars; missing (None) values are left out."""
+    pts = [(x, v) for x, v in zip(xs, values) if v is not None]
+    if not pts:
+        return
+    x = [p[0] for p in pts]
+    y = [p[1][0] for p in pts]
+    err = [[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]]
+    ax.errorbar(x, y, yerr=err, color=colour, ls=ls, marker=marker, capsize=3, label=label)

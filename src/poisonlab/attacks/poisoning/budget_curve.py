@@ -1,0 +1,210 @@
+"""Attack strength against the l-inf budget: the trial rows of several ``poisonlab trials`` runs pooled per eps.
+
+A budget curve answers "how much perturbation does this attack need?". For each eps it shows:
+
+- the pooled success (Wilson 95%) of the poisoned arm and of the random-noise control;
+- the clean-accuracy drop against the noise control (t 95% over trials);
+- the target's margin shift past noise (paired t 95% over trials), which still measures the attack where too few
+  targets flip for the success rate to tell poisons from noise.
+
+Runs are grouped by their config with eps, the root seed and the runtime left out. So runs that split one protocol
+over several seeds (``--set seed=K``, trial t uses seed K+t) pool into one point, and a trial seen twice counts
+once. Runs of other recipes, scenarios, settings or victim recipes stay separate curves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from poisonlab.attacks.poisoning.config import PoisoningExperimentConfig
+from poisonlab.attacks.poisoning.trials import summarize_trials
+from poisonlab.errors import PoisonlabError
+from poisonlab.io.atomic import write_bytes_atomic
+from poisonlab.report.html import image, page, table
+from poisonlab.report.plots import budget_curve_png
+
+RESULT = "result.json"
+_ROW_KEYS = ("seed", "poisoned_successes", "poisoned_n", "poisoned_accuracy")
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The trials results in ``paths``: each a ``poisonlab trials`` workdir (every ``report*/result.json`` in it)
+    or one result.json. A missing, unreadable or foreign file is a PoisonlabError naming it."""
+    results = []
+    for path in map(Path, paths):
+        if path.is_file():
+            files = [path]
+        elif path.is_dir():
+            files = sorted(path.glob(f"report*/{RESULT}"))
+        else:
+            raise PoisonlabError(f"{path}: no such file or trials workdir")
+        if not files:
+            raise PoisonlabError(f"{path}: no report*/{RESULT} (expected the workdir of a `poisonlab trials` run)")
+        results.extend(_read_result(f) for f in files)
+    return results
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PoisonlabError(f"{path}: unreadable trials result ({type(err).__name__})") from None
+    try:
+        eps = float(result["config"]["poison"]["eps"])
+        rows = result["trials"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and set(_ROW_KEYS) <= r.keys() for r in rows):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise PoisonlabError(
+            f"{path}: not a trials result (expected config.poison.eps and trial rows with {', '.join(_ROW_KEYS)})"
+        ) from None
+    if not 0 < eps <= 1:
+        raise PoisonlabError(f"{path}: config.poison.eps = {eps}, expected a radius in (0, 1]")
+    return result
+
+
+def curve_key(result: dict[str, Any]) -> str:
+    """What a run's rows pool with: its config without eps, the root seed and the runtime, plus its victims'
+    overrides."""
+    config = {k: v for k, v in _with_defaults(result["config"]).items() if k not in ("seed", "runtime")}
+    config["poison"] = {k: v for k, v in config["poison"].items() if k != "eps"}
+    blob = json.dumps([config, list(result.get("victim_overrides", []))], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as this version dumps it: fields added since the run was recorded take their defaults (which
+    reproduce the old behaviour), so older runs pool with newer ones. A config this version cannot read is kept
+    as recorded."""
+    try:
+        return PoisoningExperimentConfig.model_validate(config).model_dump(mode="json")
+    except ValidationError:
+        return config
+
+
+def budget_curves(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One curve per config group, one point per eps (ascending): the pooled trials' ``summarize_trials``."""
+    groups: dict[str, dict[str, Any]] = {}
+    for result in results:
+        key = curve_key(result)
+        group = groups.setdefault(key, {"result": result, "points": {}})
+        eps255 = round(float(result["config"]["poison"]["eps"]) * 255, 6)
+        by_seed = group["points"].setdefault(eps255, {})
+        for row in result["trials"]:
+            by_seed.setdefault(int(row["seed"]), row)  # the same trial from two runs counts once
+    curves = []
+    for key, group in groups.items():
+        first = group["result"]
+        poison = first["config"]["poison"]
+        points = []
+        for eps255, by_seed in sorted(group["points"].items()):
+            rows = [by_seed[s] for s in sorted(by_seed)]
+            points.append({"eps255": eps255, "seeds": sorted(by_seed), "summary": summarize_trials(rows)})
+        curves.append(
+            {
+                "key": key,
+                "label": _label(poison, first.get("victim_overrides", [])),
+                "recipe": poison["recipe"],
+                "scenario": poison["scenario"],
+                "victim_overrides": list(first.get("victim_overrides", [])),
+                "points": points,
+            }
+        )
+    labels = [c["label"] for c in curves]
+    for c in curves:  # same recipe and scenario with other settings: tell them apart by key
+        if labels.count(c["label"]) > 1:
+            c["label"] += f" [{c['key'][:6]}]"
+    return curves
+
+
+def _label(poison: dict[str, Any], victim_overrides: Sequence[str]) -> str:
+    label = f"{poison['recipe']} ({poison['scenario']})"
+    return label + (f", victims {' '.join(victim_overrides)}" if victim_overrides else "")
+
+
+CURVE_HEADER = (
+    "curve", "eps", "trials x victims", "poisoned success [Wilson 95%]", "trials with a hit",
+    "noise control", "drop vs noise, points [t 95%]", "margin shift past noise, logits [paired t 95%]",
+)  # fmt: skip
+
+
+def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One table row per (curve, eps), columns as ``CURVE_HEADER``."""
+    out = []
+    for c in curves:
+        for p in c["points"]:
+            s = p["summary"]
+            pois, ctrl = s["poisoned"], s.get("control")
+            drop, shift = s.get("accuracy_drop_vs_control"), s.get("margin_shift_vs_control")
+            victims = pois["success"]["n"] // max(s["trials"], 1)
+            out.append(
+                [
+                    c["label"],
+                    f"{p['eps255']:g}/255",
+                    f"{s['trials']} x {victims}",
+                    _proportion(pois["success"]),
+                    f"{pois['trials_with_success']}/{s['trials']}",
+                    _proportion(ctrl["success"]) if ctrl else "-",
+                    _mean_interval(drop, scale=100, digits=2),
+                    _mean_interval(shift, scale=1, digits=1),
+                ]
+            )
+    return out
+
+
+def _proportion(p: dict[str, Any]) -> str:
+    return f"{100 * p['rate']:.0f}% [{100 * p['lo']:.0f}, {100 * p['hi']:.0f}] ({p['successes']}/{p['n']})"
+
+
+def _mean_interval(d: dict[str, Any] | None, scale: float, digits: int) -> str:
+    if d is None:
+        return "-"
+    mean, lo, hi = (scale * d[k] for k in ("mean", "lo", "hi"))
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def markdown(curves: Sequence[dict[str, Any]]) -> str:
+    """The curves as a Markdown table (for RESULTS and READMEs)."""
+    lines = ["| " + " | ".join(CURVE_HEADER) + " |", "|" + "---|" * len(CURVE_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in curve_rows(curves)]
+    return "\n".join(lines)
+
+
+def write_curve_report(curves: Sequence[dict[str, Any]], directory: str | Path) -> Path:
+    """``curve.json``, ``curve.png`` and an ``index.html`` with the table and the picture; returns the HTML path."""
+    directory = Path(directory)
+    png = budget_curve_png(
+        [
+            (
+                c["label"],
+                [p["eps255"] for p in c["points"]],
+                [_interval(p["summary"]["poisoned"]["success"], "rate") for p in c["points"]],
+                [_interval(p["summary"].get("control", {}).get("success"), "rate") for p in c["points"]],
+                [_interval(p["summary"].get("margin_shift_vs_control"), "mean") for p in c["points"]],
+            )
+            for c in curves
+        ]
+    )
+    seeds = [[c["label"], f"{p['eps255']:g}/255", p["seeds"]] for c in curves for p in c["points"]]
+    body = page(
+        "poisonlab: attack strength against the l-inf budget",
+        [
+            ("Per budget", table(curve_rows(curves), CURVE_HEADER)),
+            ("Curves", image(png, "success and margin shift against eps")),
+            ("Trial seeds pooled per point", table(seeds, ["curve", "eps", "trial seeds"])),
+        ],
+    )
+    write_bytes_atomic(directory / "curve.json", json.dumps(list(curves), indent=1).encode())
+    write_bytes_atomic(directory / "curve.png", png)
+    write_bytes_atomic(directory / "index.html", body.encode())
+    return directory / "index.html"
+
+
+def _interval(d: dict[str, Any] | None, centre: str) -> tuple[float, float, float] | None:
+    return None if d is None else (float(d[centre]), float(d["lo"]), float(d["hi"]))
