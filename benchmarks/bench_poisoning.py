@@ -95,6 +95,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _device(extra: list[str]) -> str:
+    """The device the arms ran on: the last ``runtime.device=`` override, else the CPU."""
+    chosen = [e.split("=", 1)[1] for e in extra if e.startswith("runtime.device=")]
+    return chosen[-1] if chosen else "cpu"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", nargs="*", default=["gradient-matching"])
@@ -118,7 +124,8 @@ def main() -> None:
             for eps in args.eps:
                 rows.append(run_arm(recipe, scenario, eps, args))
                 table = markdown(rows)
-                path = write_json(args.name, {"environment": environment("cpu"), "rows": rows, "markdown": table})
+                env = environment(_device(args.extra))
+                path = write_json(args.name, {"environment": env, "rows": rows, "markdown": table})
                 print(table, flush=True)
     print(f"wrote {path}")
 
