@@ -64,6 +64,8 @@ def test_other_settings_are_other_curves_with_labels_told_apart() -> None:
             del r[k]
     (curve,) = budget_curve.budget_curves([no_control])
     assert budget_curve.curve_rows([curve])[0][5:] == ["-", "-", "-"]
+    with_control = _result(["poison.eps=128/255"], [(1, 0, -1.0, -2.0)])
+    assert len(budget_curve.budget_curves([no_control, with_control])) == 2  # other arms: not pooled (no crash)
 
 
 def test_trials_curve_end_to_end_pools_two_runs_and_same_seed_is_bit_identical(tmp_path, capsys) -> None:

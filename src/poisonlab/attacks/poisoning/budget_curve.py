@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from poisonlab.attacks.poisoning.config import PoisoningExperimentConfig
-from poisonlab.attacks.poisoning.trials import summarize_trials
+from poisonlab.attacks.poisoning.trials import ARMS, summarize_trials
 from poisonlab.errors import PoisonlabError
 from poisonlab.io.atomic import write_bytes_atomic
 from poisonlab.report.html import image, page, table
@@ -71,10 +71,11 @@ def _read_result(path: Path) -> dict[str, Any]:
 
 def curve_key(result: dict[str, Any]) -> str:
     """What a run's rows pool with: its config without eps, the root seed and the runtime, plus its victims'
-    overrides."""
+    overrides and the arms it ran (a run without the noise control or the clean arm is a curve of its own)."""
     config = {k: v for k, v in _with_defaults(result["config"]).items() if k not in ("seed", "runtime")}
     config["poison"] = {k: v for k, v in config["poison"].items() if k != "eps"}
-    blob = json.dumps([config, list(result.get("victim_overrides", []))], sort_keys=True)
+    arms = sorted({a for r in result["trials"] for a in ARMS if f"{a}_n" in r})
+    blob = json.dumps([config, list(result.get("victim_overrides", [])), arms], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
