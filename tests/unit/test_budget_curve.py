@@ -50,6 +50,10 @@ def test_runs_pool_by_config_per_eps_and_a_seed_counts_once() -> None:
     shift = pooled["margin_shift_vs_control"]
     assert rows[1][7] == f"{shift['mean']:.1f} [{shift['lo']:.1f}, {shift['hi']:.1f}]"
     assert budget_curve.markdown(curves).count("\n") == 2 + len(rows) - 1
+    header, per_trial = budget_curve.per_trial_rows(gm)
+    assert header[2:] == ["64/255: hits, shift", "128/255: hits, shift"]
+    assert per_trial[0] == ["0", "? -> ?", ".", "1/2, +3.5"] and per_trial[-1] == ["5", "? -> ?", "0/2, +1.0", "."]
+    assert [r[0] for r in per_trial] == ["0", "1", "2", "5"] and per_trial[1][3] == "0/2, +2.0"  # seed 1 from a
 
 
 def test_other_settings_are_other_curves_with_labels_told_apart() -> None:

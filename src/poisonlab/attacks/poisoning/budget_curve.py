@@ -106,7 +106,9 @@ def budget_curves(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         points = []
         for eps255, by_seed in sorted(group["points"].items()):
             rows = [by_seed[s] for s in sorted(by_seed)]
-            points.append({"eps255": eps255, "seeds": sorted(by_seed), "summary": summarize_trials(rows)})
+            points.append(
+                {"eps255": eps255, "seeds": sorted(by_seed), "summary": summarize_trials(rows), "trials": rows}
+            )
         curves.append(
             {
                 "key": key,
@@ -159,6 +161,24 @@ def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+def per_trial_rows(curve: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """A curve's trials across budgets: one row per trial seed (target -> adversarial class), one column per eps
+    with the poisoned victims' hits and the target's margin shift past noise (or "." where not run)."""
+    header = ["seed", "target -> adv class", *(f"{p['eps255']:g}/255: hits, shift" for p in curve["points"])]
+    cells: dict[int, list[str]] = {}
+    names: dict[int, str] = {}
+    for i, p in enumerate(curve["points"]):
+        for r in p["trials"]:
+            seed = int(r["seed"])
+            names.setdefault(seed, f"{r.get('target_ids', '?')} -> {r.get('adv_class', '?')}")
+            shift = (
+                r["poisoned_margin"] - r["control_margin"] if "control_margin" in r and "poisoned_margin" in r else None
+            )
+            cell = f"{r['poisoned_successes']}/{r['poisoned_n']}" + ("" if shift is None else f", {shift:+.1f}")
+            cells.setdefault(seed, ["."] * len(curve["points"]))[i] = cell
+    return header, [[str(s), names[s], *cells[s]] for s in sorted(cells)]
+
+
 def _proportion(p: dict[str, Any]) -> str:
     return f"{100 * p['rate']:.0f}% [{100 * p['lo']:.0f}, {100 * p['hi']:.0f}] ({p['successes']}/{p['n']})"
 
@@ -170,11 +190,17 @@ def _mean_interval(d: dict[str, Any] | None, scale: float, digits: int) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def markdown(curves: Sequence[dict[str, Any]]) -> str:
-    """The curves as a Markdown table (for RESULTS and READMEs)."""
-    lines = ["| " + " | ".join(CURVE_HEADER) + " |", "|" + "---|" * len(CURVE_HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in curve_rows(curves)]
-    return "\n".join(lines)
+def markdown(curves: Sequence[dict[str, Any]], per_trial: bool = False) -> str:
+    """The curves as a Markdown table (for RESULTS and READMEs), with each curve's per-trial table if asked."""
+    parts = [_markdown_table(CURVE_HEADER, curve_rows(curves))]
+    if per_trial:
+        parts += [f"{c['label']}, per trial:\n\n" + _markdown_table(*per_trial_rows(c)) for c in curves]
+    return "\n\n".join(parts)
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def write_curve_report(curves: Sequence[dict[str, Any]], directory: str | Path) -> Path:
@@ -199,12 +225,18 @@ def write_curve_report(curves: Sequence[dict[str, Any]], directory: str | Path) 
             ("Per budget", table(curve_rows(curves), CURVE_HEADER)),
             ("Curves", image(png, "success and margin shift against eps")),
             ("Trial seeds pooled per point", table(seeds, ["curve", "eps", "trial seeds"])),
+            *((f"Per trial: {c['label']}", _per_trial_table(c)) for c in curves),
         ],
     )
     write_bytes_atomic(directory / "curve.json", json.dumps(list(curves), indent=1).encode())
     write_bytes_atomic(directory / "curve.png", png)
     write_bytes_atomic(directory / "index.html", body.encode())
     return directory / "index.html"
+
+
+def _per_trial_table(curve: dict[str, Any]) -> str:
+    header, rows = per_trial_rows(curve)
+    return table(rows, header)
 
 
 def _interval(d: dict[str, Any] | None, centre: str) -> tuple[float, float, float] | None:

@@ -239,7 +239,7 @@ def run_trials_curve(args: argparse.Namespace) -> int:
     curves = budget_curves(load_results(args.workdirs))
     report = write_curve_report(curves, args.out)
     print(f"poisonlab trials-curve: {len(curves)} curve(s) from {len(args.workdirs)} run(s)")
-    print(markdown(curves))
+    print(markdown(curves, per_trial=True))
     print(f"report: {report}")
     return 0
 
