@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from poisonlab.attacks.poisoning.budget_curve import mean_interval_text, proportion_text
 from poisonlab.attacks.poisoning.config import load_poisoning_config
 from poisonlab.attacks.poisoning.trials import run_trials
 
@@ -62,9 +63,6 @@ def run_arm(recipe: str, scenario: str, eps: str, args: argparse.Namespace) -> d
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    def pct(p: dict[str, Any]) -> str:
-        return f"{100 * p['rate']:.0f}% [{100 * p['lo']:.0f}, {100 * p['hi']:.0f}] ({p['successes']}/{p['n']})"
-
     lines = [
         "| recipe | scenario | eps | trials x victims | poisoned success [Wilson 95%] | trials with a hit "
         "| noise control | clean acc (poisoned / clean) | drop vs clean (or noise) arm, points [t 95%] "
@@ -82,14 +80,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         acc = f"{100 * pois['clean_accuracy']['mean']:.2f}"
         if clean:
             acc += f" / {100 * clean['clean_accuracy']['mean']:.2f}"
-        dropped = "-" if drop is None else f"{100 * drop['mean']:.2f} [{100 * drop['lo']:.2f}, {100 * drop['hi']:.2f}]"
         per_trial = f"{sum(walls) / len(walls):.0f}" if walls else "-"
-        m = s.get("margin_shift_vs_control")
-        shift = "-" if m is None else f"{m['mean']:.1f} [{m['lo']:.1f}, {m['hi']:.1f}]"
+        hits = proportion_text(pois["success"])
+        noise = proportion_text(ctrl["success"]) if ctrl else "-"
+        dropped = mean_interval_text(drop, scale=100, digits=2)
+        shift = mean_interval_text(s.get("margin_shift_vs_control"), scale=1, digits=1)
         victims = pois["success"]["n"] // max(s["trials"], 1)
         lines.append(
-            f"| {r['recipe']} | {r['scenario']} | {r['eps']} | {s['trials']} x {victims} | {pct(pois['success'])} "
-            f"| {pois['trials_with_success']}/{s['trials']} | {pct(ctrl['success']) if ctrl else '-'} | {acc} "
+            f"| {r['recipe']} | {r['scenario']} | {r['eps']} | {s['trials']} x {victims} | {hits} "
+            f"| {pois['trials_with_success']}/{s['trials']} | {noise} | {acc} "
             f"| {dropped} | {shift} | {med:.3f} | {per_trial} |"
         )
     return "\n".join(lines)

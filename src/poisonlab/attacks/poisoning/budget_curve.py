@@ -151,11 +151,11 @@ def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
                     c["label"],
                     f"{p['eps255']:g}/255",
                     f"{s['trials']} x {victims}",
-                    _proportion(pois["success"]),
+                    proportion_text(pois["success"]),
                     f"{pois['trials_with_success']}/{s['trials']}",
-                    _proportion(ctrl["success"]) if ctrl else "-",
-                    _mean_interval(drop, scale=100, digits=2),
-                    _mean_interval(shift, scale=1, digits=1),
+                    proportion_text(ctrl["success"]) if ctrl else "-",
+                    mean_interval_text(drop, scale=100, digits=2),
+                    mean_interval_text(shift, scale=1, digits=1),
                 ]
             )
     return out
@@ -179,11 +179,13 @@ def per_trial_rows(curve: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, [[str(s), names[s], *cells[s]] for s in sorted(cells)]
 
 
-def _proportion(p: dict[str, Any]) -> str:
+def proportion_text(p: dict[str, Any]) -> str:
+    """A pooled success as ``rate% [lo, hi] (k/n)``."""
     return f"{100 * p['rate']:.0f}% [{100 * p['lo']:.0f}, {100 * p['hi']:.0f}] ({p['successes']}/{p['n']})"
 
 
-def _mean_interval(d: dict[str, Any] | None, scale: float, digits: int) -> str:
+def mean_interval_text(d: dict[str, Any] | None, scale: float, digits: int) -> str:
+    """A mean with its interval as ``mean [lo, hi]`` (times ``scale``), or "-" for none."""
     if d is None:
         return "-"
     mean, lo, hi = (scale * d[k] for k in ("mean", "lo", "hi"))
