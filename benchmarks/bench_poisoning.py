@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from poisonlab.attacks.poisoning.budget_curve import mean_interval_text, proportion_text
+from poisonlab.attacks.poisoning.budget_curve import proportion_text
 from poisonlab.attacks.poisoning.config import load_poisoning_config
 from poisonlab.attacks.poisoning.trials import run_trials
+from poisonlab.metrics.intervals import interval_text
 
 from common import environment, write_json
 
@@ -83,8 +84,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         per_trial = f"{sum(walls) / len(walls):.0f}" if walls else "-"
         hits = proportion_text(pois["success"])
         noise = proportion_text(ctrl["success"]) if ctrl else "-"
-        dropped = mean_interval_text(drop, scale=100, digits=2)
-        shift = mean_interval_text(s.get("margin_shift_vs_control"), scale=1, digits=1)
+        dropped = interval_text(drop, scale=100, digits=2)
+        shift = interval_text(s.get("margin_shift_vs_control"), scale=1, digits=1)
         victims = pois["success"]["n"] // max(s["trials"], 1)
         lines.append(
             f"| {r['recipe']} | {r['scenario']} | {r['eps']} | {s['trials']} x {victims} | {hits} "

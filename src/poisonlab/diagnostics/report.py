@@ -126,11 +126,11 @@ def study_table(
     summary: dict[str, Any], metrics: Sequence[tuple[str, str, float]]
 ) -> tuple[list[list[str]], list[str]]:
     """Rows ``arm, metric intervals...`` (``metrics`` = (key, header, scale)), formatted ``mean [lo, hi]``."""
-    from poisonlab.diagnostics.study import fmt_interval
+    from poisonlab.metrics.intervals import interval_text
 
     rows = []
     for arm, entry in summary["arms"].items():
-        rows.append([arm] + [fmt_interval(entry.get(k), s, 2 if s == 100 else 3) for k, _, s in metrics])
+        rows.append([arm] + [interval_text(entry.get(k), s, 2 if s == 100 else 3) for k, _, s in metrics])
     return rows, ["arm"] + [h for _, h, _ in metrics]
 
 

@@ -8,7 +8,6 @@ initialisation and batch order), so arms are compared per seed; intervals are St
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -238,13 +237,3 @@ def _json_rows(rows: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str
         a: {str(s): {"metrics": r["metrics"], "layers": r["meta"]["layers"]} for s, r in v.items()}
         for a, v in rows.items()
     }
-
-
-def fmt_interval(d: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
-    """``mean [lo, hi]`` (times ``scale``), or ``-``."""
-    if not d:
-        return "-"
-    lo, hi = d["lo"], d["hi"]
-    if math.isnan(lo):
-        return f"{d['mean'] * scale:.{digits}f}"
-    return f"{d['mean'] * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -82,3 +82,14 @@ class Proportion:
     def as_dict(self) -> dict[str, float]:
         lo, hi = self.interval()
         return {"rate": self.rate, "successes": self.successes, "n": self.n, "lo": lo, "hi": hi}
+
+
+def interval_text(d: Mapping[str, float] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """A mean with its interval as ``mean [lo, hi]`` (times ``scale``); the mean alone where the interval is
+    undefined (NaN, one seed); ``-`` for none."""
+    if not d:
+        return "-"
+    lo, hi = d["lo"], d["hi"]
+    if math.isnan(lo):
+        return f"{d['mean'] * scale:.{digits}f}"
+    return f"{d['mean'] * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"

@@ -26,6 +26,7 @@ from poisonlab.attacks.poisoning.config import PoisoningExperimentConfig
 from poisonlab.attacks.poisoning.trials import ARMS, summarize_trials
 from poisonlab.errors import PoisonlabError
 from poisonlab.io.atomic import write_bytes_atomic
+from poisonlab.metrics.intervals import interval_text
 from poisonlab.report.html import image, page, table
 from poisonlab.report.plots import budget_curve_png
 
@@ -154,8 +155,8 @@ def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
                     proportion_text(pois["success"]),
                     f"{pois['trials_with_success']}/{s['trials']}",
                     proportion_text(ctrl["success"]) if ctrl else "-",
-                    mean_interval_text(drop, scale=100, digits=2),
-                    mean_interval_text(shift, scale=1, digits=1),
+                    interval_text(drop, scale=100, digits=2),
+                    interval_text(shift, scale=1, digits=1),
                 ]
             )
     return out
@@ -182,14 +183,6 @@ def per_trial_rows(curve: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def proportion_text(p: dict[str, Any]) -> str:
     """A pooled success as ``rate% [lo, hi] (k/n)``."""
     return f"{100 * p['rate']:.0f}% [{100 * p['lo']:.0f}, {100 * p['hi']:.0f}] ({p['successes']}/{p['n']})"
-
-
-def mean_interval_text(d: dict[str, Any] | None, scale: float, digits: int) -> str:
-    """A mean with its interval as ``mean [lo, hi]`` (times ``scale``), or "-" for none."""
-    if d is None:
-        return "-"
-    mean, lo, hi = (scale * d[k] for k in ("mean", "lo", "hi"))
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def markdown(curves: Sequence[dict[str, Any]], per_trial: bool = False) -> str:
