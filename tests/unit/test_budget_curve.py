@@ -1,4 +1,4 @@
-"""Budget curves: trials of several runs pooled per eps (``poisonlab trials-curve``)."""
+"""Budget curves: trials of several runs pooled per eps or per poison budget (``poisonlab trials-curve``)."""
 
 from __future__ import annotations
 
@@ -38,15 +38,20 @@ def test_runs_pool_by_config_per_eps_and_a_seed_counts_once() -> None:
     other = _result(["poison.eps=128/255", "poison.recipe=feature-collision"], [(0, 0, -9.0, -9.5)])
     del c["config"]["poison"]["retrain_every"]  # recorded before the field existed: its default pools with it
     curves = budget_curve.budget_curves([a, b, c, other])
-    assert [c["label"] for c in curves] == ["gradient-matching (from-scratch)", "feature-collision (from-scratch)"]
+    assert [c["label"] for c in curves] == [
+        "gradient-matching (from-scratch), budget 1%",
+        "feature-collision (from-scratch), budget 1%",
+    ]
     gm = curves[0]
-    assert [p["eps255"] for p in gm["points"]] == [64, 128] and [p["seeds"] for p in gm["points"]] == [[5], [0, 1, 2]]
+    assert [p["x"] for p in gm["points"]] == [64, 128] and gm["over"] == "eps"
+    assert [p["seeds"] for p in gm["points"]] == [[5], [0, 1, 2]]
     pooled = gm["points"][1]["summary"]
     assert pooled == summarize_trials([a["trials"][0], a["trials"][1], b["trials"][1]])  # b's seed 1 dropped
     assert pooled["poisoned"]["success"]["successes"] == 1 and pooled["poisoned"]["success"]["n"] == 6
     assert pooled["margin_shift_vs_control"]["mean"] == pytest.approx((3.5 + 2.0 + 3.0) / 3)
     rows = budget_curve.curve_rows(curves)
-    assert rows[1][:5] == ["gradient-matching (from-scratch)", "128/255", "3 x 2", "17% [3, 56] (1/6)", "1/3"]
+    label = "gradient-matching (from-scratch), budget 1%"
+    assert rows[1][:5] == [label, "128/255", "3 x 2", "17% [3, 56] (1/6)", "1/3"]
     shift = pooled["margin_shift_vs_control"]
     assert rows[1][7] == f"{shift['mean']:.1f} [{shift['lo']:.1f}, {shift['hi']:.1f}]"
     assert budget_curve.markdown(curves).count("\n") == 2 + len(rows) - 1
@@ -61,7 +66,7 @@ def test_other_settings_are_other_curves_with_labels_told_apart() -> None:
     eight = _result(["poison.eps=128/255", "poison.restarts=8"], [(0, 1, 1.0, -2.0)])
     curves = budget_curve.budget_curves([one, eight])
     assert len(curves) == 2 and curves[0]["label"] != curves[1]["label"]
-    assert all(c["label"].startswith("gradient-matching (from-scratch) [") for c in curves)
+    assert all(c["label"].startswith("gradient-matching (from-scratch), budget 1% [") for c in curves)
     no_control = _result(["poison.eps=128/255"], [(0, 0, -1.0, -2.0)])
     for r in no_control["trials"]:
         for k in [k for k in r if k.startswith("control_")]:
@@ -70,6 +75,27 @@ def test_other_settings_are_other_curves_with_labels_told_apart() -> None:
     assert budget_curve.curve_rows([curve])[0][5:] == ["-", "-", "-"]
     with_control = _result(["poison.eps=128/255"], [(1, 0, -1.0, -2.0)])
     assert len(budget_curve.budget_curves([no_control, with_control])) == 2  # other arms: not pooled (no crash)
+
+
+def test_budget_axis_pools_per_budget_and_keeps_eps_and_count_runs_apart() -> None:
+    one = _result(["poison.eps=128/255"], [(0, 0, -4.0, -6.0), (1, 0, -5.0, -6.0)])
+    two = _result(["poison.eps=128/255", "poison.budget=0.02"], [(0, 1, 1.0, -6.0), (1, 0, -2.0, -6.0)])
+    two_more = _result(["poison.eps=128/255", "poison.budget=0.02", "seed=1"], [(1, 2, 9.0, 9.0), (2, 0, -1.0, -3.0)])
+    other_eps = _result(["poison.eps=96/255", "poison.budget=0.02"], [(0, 0, -3.0, -5.0)])
+    counted = _result(["poison.eps=128/255", "poison.poison_count=80"], [(0, 1, 2.0, -6.0)])
+    curves = budget_curve.budget_curves([one, two, two_more, other_eps, counted], over="budget")
+    assert len(curves) == 3 and all(c["over"] == "budget" for c in curves)
+    gm = curves[0]
+    assert gm["label"].startswith("gradient-matching (from-scratch), eps 128/255")
+    assert [(p["x"], p["x_text"], p["seeds"]) for p in gm["points"]] == [(1, "1%", [0, 1]), (2, "2%", [0, 1, 2])]
+    assert gm["points"][1]["summary"] == summarize_trials([two["trials"][0], two["trials"][1], two_more["trials"][1]])
+    assert "eps 96/255" in curves[1]["label"] and [p["x"] for p in curves[1]["points"]] == [2]
+    assert [p["x_text"] for p in curves[2]["points"]] == ["80 poisons"]  # a fixed count is not a fraction
+    assert budget_curve.per_trial_rows(gm)[0][2:] == ["1%: hits, shift", "2%: hits, shift"]
+    # the same runs over eps: every budget is a curve of its own
+    assert len(budget_curve.budget_curves([one, two, two_more, other_eps], over="eps")) == 2
+    with pytest.raises(ValueError, match="expected one of eps, budget"):
+        budget_curve.budget_curves([one], over="steps")
 
 
 def test_trials_curve_end_to_end_pools_two_runs_and_same_seed_is_bit_identical(tmp_path, capsys) -> None:
@@ -89,7 +115,10 @@ def test_trials_curve_end_to_end_pools_two_runs_and_same_seed_is_bit_identical(t
     same = {k: v for k, v in row_a.items() if k not in ("trial", "wall_seconds")}
     assert same == {k: v for k, v in row_b.items() if k not in ("trial", "wall_seconds")}  # same seed, same trial
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Per budget" in (out / "index.html").read_text()
+    assert "Per point" in (out / "index.html").read_text()
+    assert main(["trials-curve", str(a), str(c), "--over", "budget", "--out", str(tmp_path / "by-budget")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 curve(s) from 2 run(s)" in printed and "eps 16/255 | 4 poisons | 2 x 1 |" in printed
 
 
 def test_trials_curve_bad_input_is_one_line_naming_the_file(tmp_path, capsys) -> None:

@@ -80,10 +80,11 @@ CurveSeries = tuple[
 ]
 
 
-def budget_curve_png(curves: Sequence[CurveSeries]) -> bytes:
-    """Attack strength against eps (in /255), one line per curve: (label, eps, poisoned success, noise-control
-    success, target margin shift past noise). Left: success rates with their intervals (noise dashed). Right: the
-    margin shift with its interval; above 0 the poisons move the target further than same-budget noise."""
+def budget_curve_png(curves: Sequence[CurveSeries], xlabel: str = "eps (/255)") -> bytes:
+    """Attack strength against a budget (eps in /255 by default), one line per curve: (label, budget, poisoned
+    success, noise-control success, target margin shift past noise). Left: success rates with their intervals
+    (noise dashed). Right: the margin shift with its interval; above 0 the poisons move the target further than
+    same-budget noise."""
     fig = figure(10, 4)
     ax1, ax2 = fig.subplots(1, 2)
     for i, (label, eps, success, control, shift) in enumerate(curves):
@@ -91,9 +92,9 @@ def budget_curve_png(curves: Sequence[CurveSeries]) -> bytes:
         _error_line(ax1, eps, success, colour, label, "-", "o")
         _error_line(ax1, eps, control, colour, f"{label}: noise control", "--", "x")
         _error_line(ax2, eps, shift, colour, label, "-", "o")
-    ax1.set(xlabel="eps (/255)", ylabel="target success rate (95% interval)", ylim=(-0.02, 1.02))
+    ax1.set(xlabel=xlabel, ylabel="target success rate (95% interval)", ylim=(-0.02, 1.02))
     ax2.axhline(0.0, color="black", lw=0.8)
-    ax2.set(xlabel="eps (/255)", ylabel="target margin shift past noise, logits (95%)")
+    ax2.set(xlabel=xlabel, ylabel="target margin shift past noise, logits (95%)")
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
     return png_bytes(fig)

@@ -1,15 +1,18 @@
-"""Attack strength against the l-inf budget: the trial rows of several ``poisonlab trials`` runs pooled per eps.
+"""Attack strength against the budget: the trial rows of several ``poisonlab trials`` runs pooled per eps (the
+l-inf radius) or per poison budget (how many training images are perturbed).
 
-A budget curve answers "how much perturbation does this attack need?". For each eps it shows:
+A budget curve answers "how much perturbation does this attack need?" (``over="eps"``) or "how many poisons?"
+(``over="budget"``). For each point it shows:
 
 - the pooled success (Wilson 95%) of the poisoned arm and of the random-noise control;
 - the clean-accuracy drop against the noise control (t 95% over trials);
 - the target's margin shift past noise (paired t 95% over trials), which still measures the attack where too few
   targets flip for the success rate to tell poisons from noise.
 
-Runs are grouped by their config with eps, the root seed and the runtime left out. So runs that split one protocol
-over several seeds (``--set seed=K``, trial t uses seed K+t) pool into one point, and a trial seen twice counts
-once. Runs of other recipes, scenarios, settings or victim recipes stay separate curves.
+Runs are grouped by their config with the curve's axis (eps, or the budget and poison count), the root seed and the
+runtime left out. So runs that split one protocol over several seeds (``--set seed=K``, trial t uses seed K+t) pool
+into one point, and a trial seen twice counts once. Runs of other recipes, scenarios, settings, victim recipes or
+(on an eps curve) other budgets stay separate curves.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from poisonlab.report.html import image, page, table
 from poisonlab.report.plots import budget_curve_png
 
 RESULT = "result.json"
+AXES = ("eps", "budget")
+"""What a curve can run over: the l-inf radius or the poison budget."""
 _ROW_KEYS = ("seed", "poisoned_successes", "poisoned_n", "poisoned_accuracy")
 
 
@@ -70,11 +75,30 @@ def _read_result(path: Path) -> dict[str, Any]:
     return result
 
 
-def curve_key(result: dict[str, Any]) -> str:
-    """What a run's rows pool with: its config without eps, the root seed and the runtime, plus its victims'
-    overrides and the arms it ran (a run without the noise control or the clean arm is a curve of its own)."""
+def axis_point(result: dict[str, Any], over: str) -> tuple[float, str]:
+    """A run's position on the axis ``over`` and how it is written: eps in /255 (``128/255``), or the budget in
+    percent of the training set (``2%``), or the exact poison count where the run fixed one (``80 poisons``)."""
+    poison = result["config"]["poison"]
+    if over == "eps":
+        eps255 = round(float(poison["eps"]) * 255, 6)
+        return eps255, f"{eps255:g}/255"
+    if over != "budget":
+        raise ValueError(f"over = {over!r}, expected one of {', '.join(AXES)}")
+    if poison.get("poison_count"):
+        return float(poison["poison_count"]), f"{int(poison['poison_count'])} poisons"
+    percent = round(float(poison["budget"]) * 100, 6)
+    return percent, f"{percent:g}%"
+
+
+def curve_key(result: dict[str, Any], over: str = "eps") -> str:
+    """What a run's rows pool with: its config without the axis ``over``, the root seed and the runtime, plus its
+    victims' overrides and the arms it ran (a run without the noise control or the clean arm is a curve of its
+    own). On a budget curve, runs with a fixed poison count and runs with a budget fraction stay apart."""
     config = {k: v for k, v in _with_defaults(result["config"]).items() if k not in ("seed", "runtime")}
-    config["poison"] = {k: v for k, v in config["poison"].items() if k != "eps"}
+    axis_fields = ("eps",) if over == "eps" else ("budget", "poison_count")
+    config["poison"] = {k: v for k, v in config["poison"].items() if k not in axis_fields}
+    if over == "budget":
+        config["poison"]["budget_unit"] = "count" if result["config"]["poison"].get("poison_count") else "fraction"
     arms = sorted({a for r in result["trials"] for a in ARMS if f"{a}_n" in r})
     blob = json.dumps([config, list(result.get("victim_overrides", [])), arms], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -90,30 +114,42 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
         return config
 
 
-def budget_curves(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One curve per config group, one point per eps (ascending): the pooled trials' ``summarize_trials``."""
+def budget_curves(results: Sequence[dict[str, Any]], over: str = "eps") -> list[dict[str, Any]]:
+    """One curve per config group, one point per value of ``over`` (ascending): the pooled trials'
+    ``summarize_trials``. Each point carries ``x`` (eps in /255 or the budget), ``x_text`` and the trial seeds."""
+    if over not in AXES:
+        raise ValueError(f"over = {over!r}, expected one of {', '.join(AXES)}")
     groups: dict[str, dict[str, Any]] = {}
     for result in results:
-        key = curve_key(result)
+        key = curve_key(result, over)
         group = groups.setdefault(key, {"result": result, "points": {}})
-        eps255 = round(float(result["config"]["poison"]["eps"]) * 255, 6)
-        by_seed = group["points"].setdefault(eps255, {})
+        x, x_text = axis_point(result, over)
+        point = group["points"].setdefault(x, {"x_text": x_text, "by_seed": {}})
         for row in result["trials"]:
-            by_seed.setdefault(int(row["seed"]), row)  # the same trial from two runs counts once
+            point["by_seed"].setdefault(int(row["seed"]), row)  # the same trial from two runs counts once
     curves = []
+    fixed = "budget" if over == "eps" else "eps"
     for key, group in groups.items():
         first = group["result"]
         poison = first["config"]["poison"]
         points = []
-        for eps255, by_seed in sorted(group["points"].items()):
+        for x, point in sorted(group["points"].items()):
+            by_seed = point["by_seed"]
             rows = [by_seed[s] for s in sorted(by_seed)]
             points.append(
-                {"eps255": eps255, "seeds": sorted(by_seed), "summary": summarize_trials(rows), "trials": rows}
+                {
+                    "x": x,
+                    "x_text": point["x_text"],
+                    "seeds": sorted(by_seed),
+                    "summary": summarize_trials(rows),
+                    "trials": rows,
+                }
             )
         curves.append(
             {
                 "key": key,
-                "label": _label(poison, first.get("victim_overrides", [])),
+                "over": over,
+                "label": _label(poison, first.get("victim_overrides", []), f"{fixed} {axis_point(first, fixed)[1]}"),
                 "recipe": poison["recipe"],
                 "scenario": poison["scenario"],
                 "victim_overrides": list(first.get("victim_overrides", [])),
@@ -127,19 +163,19 @@ def budget_curves(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return curves
 
 
-def _label(poison: dict[str, Any], victim_overrides: Sequence[str]) -> str:
-    label = f"{poison['recipe']} ({poison['scenario']})"
+def _label(poison: dict[str, Any], victim_overrides: Sequence[str], fixed: str) -> str:
+    label = f"{poison['recipe']} ({poison['scenario']}), {fixed}"
     return label + (f", victims {' '.join(victim_overrides)}" if victim_overrides else "")
 
 
 CURVE_HEADER = (
-    "curve", "eps", "trials x victims", "poisoned success [Wilson 95%]", "trials with a hit",
+    "curve", "point", "trials x victims", "poisoned success [Wilson 95%]", "trials with a hit",
     "noise control", "drop vs noise, points [t 95%]", "margin shift past noise, logits [paired t 95%]",
 )  # fmt: skip
 
 
 def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """One table row per (curve, eps), columns as ``CURVE_HEADER``."""
+    """One table row per (curve, point), columns as ``CURVE_HEADER`` (the point is the eps or the budget)."""
     out = []
     for c in curves:
         for p in c["points"]:
@@ -150,7 +186,7 @@ def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
             out.append(
                 [
                     c["label"],
-                    f"{p['eps255']:g}/255",
+                    p["x_text"],
                     f"{s['trials']} x {victims}",
                     proportion_text(pois["success"]),
                     f"{pois['trials_with_success']}/{s['trials']}",
@@ -163,9 +199,9 @@ def curve_rows(curves: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 
 def per_trial_rows(curve: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """A curve's trials across budgets: one row per trial seed (target -> adversarial class), one column per eps
+    """A curve's trials across budgets: one row per trial seed (target -> adversarial class), one column per point
     with the poisoned victims' hits and the target's margin shift past noise (or "." where not run)."""
-    header = ["seed", "target -> adv class", *(f"{p['eps255']:g}/255: hits, shift" for p in curve["points"])]
+    header = ["seed", "target -> adv class", *(f"{p['x_text']}: hits, shift" for p in curve["points"])]
     cells: dict[int, list[str]] = {}
     names: dict[int, str] = {}
     for i, p in enumerate(curve["points"]):
@@ -201,25 +237,28 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 def write_curve_report(curves: Sequence[dict[str, Any]], directory: str | Path) -> Path:
     """``curve.json``, ``curve.png`` and an ``index.html`` with the table and the picture; returns the HTML path."""
     directory = Path(directory)
+    over = curves[0]["over"] if curves else "eps"
+    xlabel = "eps (/255)" if over == "eps" else "poison budget (% of the training set, or poisons)"
     png = budget_curve_png(
         [
             (
                 c["label"],
-                [p["eps255"] for p in c["points"]],
+                [p["x"] for p in c["points"]],
                 [_interval(p["summary"]["poisoned"]["success"], "rate") for p in c["points"]],
                 [_interval(p["summary"].get("control", {}).get("success"), "rate") for p in c["points"]],
                 [_interval(p["summary"].get("margin_shift_vs_control"), "mean") for p in c["points"]],
             )
             for c in curves
-        ]
+        ],
+        xlabel=xlabel,
     )
-    seeds = [[c["label"], f"{p['eps255']:g}/255", p["seeds"]] for c in curves for p in c["points"]]
+    seeds = [[c["label"], p["x_text"], p["seeds"]] for c in curves for p in c["points"]]
     body = page(
-        "poisonlab: attack strength against the l-inf budget",
+        f"poisonlab: attack strength against the {'l-inf radius' if over == 'eps' else 'poison budget'}",
         [
-            ("Per budget", table(curve_rows(curves), CURVE_HEADER)),
-            ("Curves", image(png, "success and margin shift against eps")),
-            ("Trial seeds pooled per point", table(seeds, ["curve", "eps", "trial seeds"])),
+            ("Per point", table(curve_rows(curves), CURVE_HEADER)),
+            ("Curves", image(png, f"success and margin shift against {over}")),
+            ("Trial seeds pooled per point", table(seeds, ["curve", "point", "trial seeds"])),
             *((f"Per trial: {c['label']}", _per_trial_table(c)) for c in curves),
         ],
     )

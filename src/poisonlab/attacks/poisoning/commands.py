@@ -4,7 +4,7 @@
         --budget 0.01 --target-id N --adv-class C --workdir W
     poisonlab evaluate-poisons W --victims K
     poisonlab trials --recipe gradient-matching --eps 128/255 --trials 10 --victims 2 --workdir T
-    poisonlab trials-curve T1 T2 ... --out C
+    poisonlab trials-curve T1 T2 ... --out C [--over eps|budget]
 
 Every flag is a shortcut for ``--set <field>=...``; errors are PoisonlabError with one-line messages.
 """
@@ -223,12 +223,19 @@ def add_trials_curve_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``trials-curve`` to the CLI's subparsers."""
     p = subparsers.add_parser(
         "trials-curve",
-        help="pool the trials of several `poisonlab trials` runs into success and margin shift against eps",
-        description="Runs with the same config apart from eps and the root seed pool into one curve, one point "
-        "per eps; a trial (seed) seen in two runs counts once. Writes OUT/index.html, curve.png and curve.json.",
+        help="pool the trials of several `poisonlab trials` runs into success and margin shift against eps or budget",
+        description="Runs with the same config apart from the axis (eps, or the poison budget) and the root seed "
+        "pool into one curve, one point per eps or budget; a trial (seed) seen in two runs counts once. Writes "
+        "OUT/index.html, curve.png and curve.json.",
     )
     p.add_argument("workdirs", nargs="+", metavar="T", help="trials workdirs (or their report*/result.json files)")
     p.add_argument("--out", required=True, help="folder for the curve report")
+    p.add_argument(
+        "--over",
+        choices=["eps", "budget"],
+        default="eps",
+        help="the curve's axis: the l-inf radius (default) or the poison budget (fraction of the training set)",
+    )
     return p
 
 
@@ -236,7 +243,7 @@ def run_trials_curve(args: argparse.Namespace) -> int:
     """Body of ``poisonlab trials-curve``; returns the exit code."""
     from poisonlab.attacks.poisoning.budget_curve import budget_curves, load_results, markdown, write_curve_report
 
-    curves = budget_curves(load_results(args.workdirs))
+    curves = budget_curves(load_results(args.workdirs), over=args.over)
     report = write_curve_report(curves, args.out)
     print(f"poisonlab trials-curve: {len(curves)} curve(s) from {len(args.workdirs)} run(s)")
     print(markdown(curves, per_trial=True))
