@@ -51,6 +51,14 @@ def test_config_units_and_errors_name_the_field() -> None:
         craft_config(scenario="transfer", retrain_every=50)
     assert craft_config(poison_count=7).poison_budget.resolve(100) == 7
     assert stagger_epochs(5, 3, True) == [0, 1, 2] and stagger_epochs(5, 2, False) == [5, 5]
+    # the reference's alternatives, int(np.linspace(0, epochs, E)) and int(np.linspace(0, epochs, E + 2)[1:-1])
+    assert stagger_epochs(6, 4, "first") == [0, 1, 2, 3] and stagger_epochs(2, 4, "first") == [0, 1, 2, 2]
+    assert stagger_epochs(6, 4, "spread") == [0, 2, 4, 6] and stagger_epochs(40, 4, "spread") == [0, 13, 26, 40]
+    assert stagger_epochs(6, 4, "inbetween") == [1, 2, 3, 4] and stagger_epochs(40, 4, "inbetween") == [8, 16, 24, 32]
+    assert craft_config(ensemble=4, stagger="spread").stagger == "spread"
+    assert craft_config(ensemble=4, stagger=True).model_dump(mode="json")["stagger"] is True  # old runs pool as before
+    with pytest.raises(ConfigError, match=r"poison\.stagger: .*expected true, false, first, spread or inbetween"):
+        craft_config(ensemble=4, stagger="wide")
 
 
 def test_choose_targets(digits_small: Dataset) -> None:

@@ -46,7 +46,11 @@ class CraftConfig(Frozen):
     augment: bool = Field(True, description="differentiable shift/flip of the poisons at every step")
     # surrogates
     ensemble: int = Field(1, ge=1, le=64, description="surrogates the loss is averaged over")
-    stagger: bool = Field(False, description="member i trained for i epochs of the victim recipe (reference)")
+    stagger: bool | Literal["first", "spread", "inbetween"] = Field(
+        False,
+        description="spread the members over the victim recipe: true/first = member i trained for i epochs "
+        "(reference); spread = evenly from the initialisation to the trained model; inbetween = evenly, ends left out",
+    )
     retrain_every: int = Field(
         0,
         ge=0,
@@ -101,6 +105,13 @@ class CraftConfig(Frozen):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
             raise ValueError(f"eps is in pixel01 units; write {value:g}/255 for {value:g} intensity levels")
         return value
+
+    @field_validator("stagger", mode="before")
+    @classmethod
+    def _stagger_kind(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value in ("first", "spread", "inbetween"):
+            return value
+        raise ValueError("expected true, false, first, spread or inbetween")
 
     @model_validator(mode="after")
     def _consistent(self) -> CraftConfig:

@@ -3,14 +3,17 @@
 Scenario "from-scratch" (Witches' Brew): each surrogate is a fresh model trained with the victim recipe.
 A "staggered" ensemble stops member i after i epochs of that recipe (the reference's ``--stagger``:
 ``stagger_list = range(ensemble)``, so member 0 is the untrained initialisation), keeping the recipe's
-learning-rate schedule of the full run. Fine-tuning/transfer scenarios (a pretrained feature extractor)
-are future work: ``CraftConfig.scenario`` only admits "from-scratch" until then.
+learning-rate schedule of the full run. The reference's two commented-out alternatives are kept as options:
+``"spread"`` spaces the members evenly from the initialisation to the fully trained model
+(``linspace(0, epochs, E)``) and ``"inbetween"`` leaves both ends out (``linspace(0, epochs, E + 2)[1:-1]``).
+The fine-tune and transfer scenarios start from a pretrained model instead (``scenarios.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -24,12 +27,24 @@ from poisonlab.models.build import build_model
 from poisonlab.rng import SeedTree
 from poisonlab.training.trainer import Trainer
 
+Stagger = bool | Literal["first", "spread", "inbetween"]
+"""How an ensemble's members are spread over the recipe: False (all fully trained), True or "first" (member i
+trains i epochs), "spread" (evenly from 0 to all epochs) or "inbetween" (evenly, both ends left out)."""
 
-def stagger_epochs(epochs: int, ensemble: int, stagger: bool) -> list[int]:
-    """Epochs each member trains: all ``epochs``, or ``0, 1, ..., E-1`` (capped at ``epochs``) when staggered."""
+
+def stagger_epochs(epochs: int, ensemble: int, stagger: Stagger) -> list[int]:
+    """Epochs each member trains: all ``epochs``; or ``0, 1, ..., E-1`` (capped at ``epochs``) when staggered
+    (``True``/``"first"``); or ``int(linspace(0, epochs, E))`` (``"spread"``); or ``int(linspace(0, epochs,
+    E + 2))`` without its ends (``"inbetween"``). Truncation to int as in the reference."""
     if not stagger:
         return [epochs] * ensemble
-    return [min(i, epochs) for i in range(ensemble)]
+    if stagger is True or stagger == "first":
+        return [min(i, epochs) for i in range(ensemble)]
+    if stagger == "spread":
+        return [epochs * i // (ensemble - 1) if ensemble > 1 else epochs for i in range(ensemble)]
+    if stagger == "inbetween":
+        return [epochs * i // (ensemble + 1) for i in range(1, ensemble + 1)]
+    raise ValueError(f"stagger = {stagger!r}, expected false, true, first, spread or inbetween")
 
 
 def build_victim_model(
@@ -49,7 +64,7 @@ def train_surrogates(
     train: Dataset,
     seeds: SeedTree,
     ensemble: int = 1,
-    stagger: bool = False,
+    stagger: Stagger = False,
     device: torch.device | str = "cpu",
     workdir: str | Path | None = None,
     config_hash: str = "",
