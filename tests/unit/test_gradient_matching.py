@@ -24,7 +24,7 @@ from poisonlab.attacks.poisoning import (
 from poisonlab.config import ModelConfig, TrainConfig
 from poisonlab.data import Dataset
 from poisonlab.data.poisoned import PoisonedDataset
-from poisonlab.errors import Interrupted
+from poisonlab.errors import ConfigError, Interrupted
 from poisonlab.io import Checkpointer
 from poisonlab.models import build_model
 from poisonlab.rng import SeedTree
@@ -79,6 +79,10 @@ def test_matching_loss_equals_hand_computed_cosine() -> None:
     expected = 1 - dot / math.sqrt(pn * tn)
     got = matching_loss(poison_gradient(model, xp, yp), target_gradient(model, xt, 2))
     assert float(got.detach()) == pytest.approx(expected, abs=1e-6)
+    scalar = matching_loss(poison_gradient(model, xp, yp), target_gradient(model, xt, 2), kind="scalar-product")
+    assert float(scalar.detach()) == pytest.approx(-dot / math.sqrt(tn), rel=1e-5)  # the reference's scalar_product
+    with pytest.raises(ValueError, match="expected one of cosine, scalar-product"):
+        matching_loss(poison_gradient(model, xp, yp), target_gradient(model, xt, 2), kind="euclid")
 
 
 def test_gradient_in_delta_matches_finite_differences() -> None:
@@ -158,6 +162,28 @@ def test_alignment_loss_falls_and_beats_random_noise(surrogate: nn.Module, digit
     control, _ = alignment(noise, x, y, [surrogate], [tg], 512)
     assert crafted < control - 0.01
     assert float(ps.deltas.abs().max()) <= ps.eps + 1e-6
+
+
+def test_scalar_product_matching_grows_the_poison_gradient_along_the_target(
+    surrogate: nn.Module, digits_small: Dataset
+) -> None:
+    task = _task(digits_small)
+    pos = digits_small.positions_of(task.poison_ids)
+    x, y = digits_small.images[pos], digits_small.labels[pos]
+    tg = target_gradient(surrogate, task.targets.images, task.adv_class)
+    losses: list[float] = []
+    cfg = craft_config(restarts=1, steps=25, augment=False, eps=8 / 255, matching="scalar-product")
+    ps = GradientMatching(cfg, on_step=lambda s: losses.append(s["loss"])).craft(task, [surrogate], SeedTree(0))
+    assert losses[-1] < losses[0] and float(ps.deltas.abs().max()) <= ps.eps + 1e-6
+    cosine = _craft(task, [surrogate], restarts=1, steps=25, augment=False, eps=8 / 255)
+    noise = ps.linf.project((torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1) * ps.eps, x)
+    along = {
+        name: alignment(d, x, y, [surrogate], [tg], 512, kind="scalar-product")[0]
+        for name, d in (("scalar", ps.deltas), ("cosine", cosine.deltas), ("noise", noise))
+    }
+    assert along["scalar"] < along["cosine"] and along["scalar"] < along["noise"]  # -<g_t, g_p>/||g_t||: lower is more
+    with pytest.raises(ConfigError, match="matching is gradient matching's loss"):
+        craft_config(recipe="metapoison", matching="scalar-product")
 
 
 def test_restarts_keep_the_lowest_loss_and_surrogates_are_untouched(colour_small: Dataset) -> None:

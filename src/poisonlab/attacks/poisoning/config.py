@@ -44,6 +44,11 @@ class CraftConfig(Frozen):
     init: Literal["randn", "rand", "zero"] = "randn"
     schedule: bool = Field(True, description="x0.1 step decay at M/2.667, M/1.6, M/1.142")
     augment: bool = Field(True, description="differentiable shift/flip of the poisons at every step")
+    matching: Literal["cosine", "scalar-product"] = Field(
+        "cosine",
+        description="gradient matching's loss: 1 - cosine (the reference's default) or -<g_t, g_p>/||g_t|| "
+        "(its --loss scalar_product)",
+    )
     # surrogates
     ensemble: int = Field(1, ge=1, le=64, description="surrogates the loss is averaged over")
     stagger: bool | Literal["first", "spread", "inbetween"] = Field(
@@ -121,6 +126,8 @@ class CraftConfig(Frozen):
             raise ValueError("target_ids must be unique")
         if self.stagger and self.ensemble < 2:
             raise ValueError("stagger needs ensemble >= 2")
+        if self.matching != "cosine" and self.recipe != "gradient-matching":
+            raise ValueError("matching is gradient matching's loss; it needs recipe gradient-matching")
         if self.retrain_every and (self.recipe != "gradient-matching" or self.scenario != "from-scratch"):
             raise ValueError("retrain_every is for recipe gradient-matching in scenario from-scratch")
         return self

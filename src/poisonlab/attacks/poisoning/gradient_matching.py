@@ -58,14 +58,26 @@ def poison_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     return torch.autograd.grad(loss, parameters_of(model), create_graph=True, materialize_grads=True)
 
 
+MATCHING_LOSSES = ("cosine", "scalar-product")
+"""The reference's ``--loss similarity`` (its default) and ``--loss scalar_product``."""
+
+
 def matching_loss(
-    poison_grads: Sequence[torch.Tensor], target_grads: Sequence[torch.Tensor], target_norm: torch.Tensor | None = None
+    poison_grads: Sequence[torch.Tensor],
+    target_grads: Sequence[torch.Tensor],
+    target_norm: torch.Tensor | None = None,
+    kind: str = "cosine",
 ) -> torch.Tensor:
-    """1 - <g_t, g_p> / (||g_t|| ||g_p||) over the concatenation of all parameter gradients."""
+    """``"cosine"``: 1 - <g_t, g_p> / (||g_t|| ||g_p||) over the concatenation of all parameter gradients.
+    ``"scalar-product"``: -<g_t, g_p> / ||g_t||, which also rewards a larger poison gradient along g_t."""
     dot = torch.stack([(t * p).sum() for t, p in zip(target_grads, poison_grads, strict=True)]).sum()
-    p_norm = torch.stack([p.pow(2).sum() for p in poison_grads]).sum().sqrt()
     if target_norm is None:
         target_norm = torch.stack([t.pow(2).sum() for t in target_grads]).sum().sqrt()
+    if kind == "scalar-product":
+        return -dot / target_norm
+    if kind != "cosine":
+        raise ValueError(f"matching loss {kind!r}, expected one of {', '.join(MATCHING_LOSSES)}")
+    p_norm = torch.stack([p.pow(2).sum() for p in poison_grads]).sum().sqrt()
     return 1 - dot / (target_norm * p_norm)
 
 
@@ -94,6 +106,7 @@ def alignment(
     pbatch: int,
     augment: nn.Module | None = None,
     generator: torch.Generator | None = None,
+    kind: str = "cosine",
 ) -> tuple[float, torch.Tensor]:
     """Matching loss of ``x + delta`` (mean over poison minibatches and surrogates) and its gradient in ``delta``.
 
@@ -107,7 +120,7 @@ def alignment(
     for sl, d, inputs in perturbed_minibatches(delta, x, pbatch, augment, generator):
         batch_loss = 0.0
         for i, model in enumerate(surrogates):
-            loss = matching_loss(poison_gradient(model, inputs, y[sl]), target_grads[i], norms[i])
+            loss = matching_loss(poison_gradient(model, inputs, y[sl]), target_grads[i], norms[i], kind)
             (g,) = torch.autograd.grad(loss / n_models, d, retain_graph=i < n_models - 1)
             grad[sl] += g
             batch_loss += loss.item() / n_models
@@ -140,6 +153,9 @@ class GradientMatching(Crafter):
     ``tau * (pbatch / 512) / E`` in normalised units (= ``* std`` per channel in pixels); step decay x0.1
     at M/2.667, M/1.6, M/1.142; projection onto the ball and the [0, 1] box after each step. A restart is
     scored by its loss at the last step (measured before that step's update); the lowest one is kept.
+    ``config.matching = "scalar-product"`` is the reference's ``--loss scalar_product`` (-<g_t, g_p>/||g_t||,
+    which rewards the size of the poison gradient along g_t as well as its direction); the default is its
+    ``similarity`` (1 - cosine). Signed steps make the step size independent of the loss's scale.
     Differences: the augmentation is the Trainer's integer shift (zero fill) and flip
     (:meth:`DifferentiableAugment.for_shape`; no flips for grey images) instead of the reference's
     bilinear sub-pixel shift, so poisons see the augmentation the victim uses.
@@ -221,7 +237,9 @@ class GradientMatching(Crafter):
                         retrained = {"retrains": retrains, "surrogates": cur["surrogates"]}
                 target_grads = [target_gradient(m, targets, task.adv_class) for m in models]
                 for step in range(state["step"], cfg.steps):
-                    loss, grad = alignment(delta, x, y, models, target_grads, cfg.pbatch, augment, aug_rng)
+                    loss, grad = alignment(
+                        delta, x, y, models, target_grads, cfg.pbatch, augment, aug_rng, cfg.matching
+                    )
                     factor = step_decay(step, cfg.steps, cfg.schedule)
                     delta = budget.project(adam.step(delta, grad, factor), x).detach()
                     if self._retrain_due(step + 1):
