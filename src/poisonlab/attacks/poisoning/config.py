@@ -8,7 +8,7 @@ explicit units: ``eps`` is in pixel01 units, so write ``16/255`` rather than ``1
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,6 +17,12 @@ from poisonlab.config import ExperimentConfig, Frozen, Ratio, apply_overrides, b
 
 ThreatModel = Literal["single-class", "third-party", "random-subset"]
 Selection = Literal["random", "gradient-norm"]
+
+
+StaggerKind = Literal["first", "spread", "inbetween"]
+Stagger = bool | StaggerKind
+"""How an ensemble's members are spread over the recipe: False (all fully trained), True or "first" (member i
+trains i epochs), "spread" (evenly from 0 to all epochs) or "inbetween" (evenly, both ends left out)."""
 
 
 class CraftConfig(Frozen):
@@ -51,7 +57,7 @@ class CraftConfig(Frozen):
     )
     # surrogates
     ensemble: int = Field(1, ge=1, le=64, description="surrogates the loss is averaged over")
-    stagger: bool | Literal["first", "spread", "inbetween"] = Field(
+    stagger: Stagger = Field(
         False,
         description="spread the members over the victim recipe: true/first = member i trained for i epochs "
         "(reference); spread = evenly from the initialisation to the trained model; inbetween = evenly, ends left out",
@@ -114,7 +120,7 @@ class CraftConfig(Frozen):
     @field_validator("stagger", mode="before")
     @classmethod
     def _stagger_kind(cls, value: Any) -> Any:
-        if isinstance(value, bool) or value in ("first", "spread", "inbetween"):
+        if isinstance(value, bool) or value in get_args(StaggerKind):
             return value
         raise ValueError("expected true, false, first, spread or inbetween")
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
+from poisonlab.attacks.poisoning.config import Stagger
 from poisonlab.config import ModelConfig, TrainConfig
 from poisonlab.data.dataset import Dataset
 from poisonlab.errors import CheckpointError
@@ -26,10 +26,6 @@ from poisonlab.io.checkpoint import Checkpointer
 from poisonlab.models.build import build_model
 from poisonlab.rng import SeedTree
 from poisonlab.training.trainer import Trainer
-
-Stagger = bool | Literal["first", "spread", "inbetween"]
-"""How an ensemble's members are spread over the recipe: False (all fully trained), True or "first" (member i
-trains i epochs), "spread" (evenly from 0 to all epochs) or "inbetween" (evenly, both ends left out)."""
 
 
 def stagger_epochs(epochs: int, ensemble: int, stagger: Stagger) -> list[int]:
