@@ -19,6 +19,8 @@ ThreatModel = Literal["single-class", "third-party", "random-subset"]
 Selection = Literal["random", "gradient-norm"]
 
 
+MatchingLoss = Literal["cosine", "scalar-product"]
+"""Gradient matching's loss: the reference's ``--loss similarity`` (its default) or ``--loss scalar_product``."""
 StaggerKind = Literal["first", "spread", "inbetween"]
 Stagger = bool | StaggerKind
 """How an ensemble's members are spread over the recipe: False (all fully trained), True or "first" (member i
@@ -50,7 +52,7 @@ class CraftConfig(Frozen):
     init: Literal["randn", "rand", "zero"] = "randn"
     schedule: bool = Field(True, description="x0.1 step decay at M/2.667, M/1.6, M/1.142")
     augment: bool = Field(True, description="differentiable shift/flip of the poisons at every step")
-    matching: Literal["cosine", "scalar-product"] = Field(
+    matching: MatchingLoss = Field(
         "cosine",
         description="gradient matching's loss: 1 - cosine (the reference's default) or -<g_t, g_p>/||g_t|| "
         "(its --loss scalar_product)",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
-from poisonlab.attacks.poisoning.config import CraftConfig
+from poisonlab.attacks.poisoning.config import CraftConfig, MatchingLoss
 from poisonlab.attacks.poisoning.crafter import Crafter
 from poisonlab.attacks.poisoning.poison_set import PoisonSet
 from poisonlab.attacks.poisoning.signed_adam import SignedAdam, step_decay
@@ -58,15 +58,11 @@ def poison_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     return torch.autograd.grad(loss, parameters_of(model), create_graph=True, materialize_grads=True)
 
 
-MATCHING_LOSSES = ("cosine", "scalar-product")
-"""The reference's ``--loss similarity`` (its default) and ``--loss scalar_product``."""
-
-
 def matching_loss(
     poison_grads: Sequence[torch.Tensor],
     target_grads: Sequence[torch.Tensor],
     target_norm: torch.Tensor | None = None,
-    kind: str = "cosine",
+    kind: MatchingLoss = "cosine",
 ) -> torch.Tensor:
     """``"cosine"``: 1 - <g_t, g_p> / (||g_t|| ||g_p||) over the concatenation of all parameter gradients.
     ``"scalar-product"``: -<g_t, g_p> / ||g_t||, which also rewards a larger poison gradient along g_t."""
@@ -76,7 +72,7 @@ def matching_loss(
     if kind == "scalar-product":
         return -dot / target_norm
     if kind != "cosine":
-        raise ValueError(f"matching loss {kind!r}, expected one of {', '.join(MATCHING_LOSSES)}")
+        raise ValueError(f"matching loss {kind!r}, expected one of {', '.join(get_args(MatchingLoss))}")
     p_norm = torch.stack([p.pow(2).sum() for p in poison_grads]).sum().sqrt()
     return 1 - dot / (target_norm * p_norm)
 
@@ -106,7 +102,7 @@ def alignment(
     pbatch: int,
     augment: nn.Module | None = None,
     generator: torch.Generator | None = None,
-    kind: str = "cosine",
+    kind: MatchingLoss = "cosine",
 ) -> tuple[float, torch.Tensor]:
     """Matching loss of ``x + delta`` (mean over poison minibatches and surrogates) and its gradient in ``delta``.
 
