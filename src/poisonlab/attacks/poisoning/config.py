@@ -47,7 +47,13 @@ class CraftConfig(Frozen):
     # crafting (reference defaults)
     restarts: int = Field(8, ge=1, le=1000)
     steps: int = Field(250, ge=1, le=100_000, description="signed-Adam iterations per restart (attackiter)")
-    tau: Ratio = Field(0.1, gt=0, le=10, description="step size in the model's normalised units")
+    tau: Ratio = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="step size in the model's normalised units, divided by the ensemble size as in the reference; "
+        "with E surrogates at a large eps, tau = 0.1 * E (the step of one surrogate) moves targets further",
+    )
     pbatch: int = Field(512, ge=1, le=1_000_000, description="poisons per double-backward minibatch")
     init: Literal["randn", "rand", "zero"] = "randn"
     schedule: bool = Field(True, description="x0.1 step decay at M/2.667, M/1.6, M/1.142")
