@@ -51,8 +51,8 @@ class CraftConfig(Frozen):
         0.1,
         gt=0,
         le=10,
-        description="step size in the model's normalised units, divided by the ensemble size as in the reference; "
-        "with E surrogates at a large eps, tau = 0.1 * E (the step of one surrogate) moves targets further",
+        description="step size in the model's normalised units; signed Adam steps tau * (pbatch / 512) / E as in the "
+        "reference; with E surrogates at a large eps, tau = 0.1 * E (the step of one surrogate) moves targets further",
     )
     pbatch: int = Field(512, ge=1, le=1_000_000, description="poisons per double-backward minibatch")
     init: Literal["randn", "rand", "zero"] = "randn"
